@@ -62,7 +62,9 @@ if "$PY" -c 'import mmcv.ops' 2>/dev/null; then
 else
   say "building $(pin mmcv) from source with its C++ ops (about 9 minutes on 2 cores; pip caches the wheel)"
   "${PIP[@]}" uninstall -q -y mmcv mmcv-lite 2>/dev/null || true
-  MMCV_WITH_OPS=1 "${PIP[@]}" install --no-build-isolation "$(pin mmcv)"
+  # -g0: Python's build flags carry -g; debug info for ~80 torch-heavy C++ files
+  # costs much compile time and a huge .so, and nobody debugs mmcv's CPU ops here.
+  CFLAGS="${CFLAGS:-} -g0" MMCV_WITH_OPS=1 "${PIP[@]}" install --no-build-isolation "$(pin mmcv)"
 fi
 
 say "installing vkd_mmdet (editable) with mmengine, mmdet, mmpretrain, pytest"

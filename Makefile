@@ -1,0 +1,16 @@
+# The two commands of the README. Each creates or reuses the environment first.
+#   make test   - set up .venv (or $VENV) and run the whole test suite
+#   make demo   - set up .venv (or $VENV) and run the built-in distillation demo
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?= -ra --durations=15
+
+.PHONY: setup test demo
+setup:
+	VENV=$(VENV) bash tools/setup_env.sh
+
+test: setup
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) tools/demo.py $(if $(QUICK),--quick,)

@@ -1,0 +1,165 @@
+"""VkDDistiller on small real mmdet detectors: structure, losses, taps, errors."""
+import copy
+
+import pytest
+import torch
+
+from helpers import detection_batch
+from vkd_mmdet.checkpoint import CheckpointMismatchError
+from vkd_mmdet.models import VkDDistiller
+
+
+def build(small_pair, tmp_path=None, **kwargs):
+    student, teacher = small_pair
+    kwargs.setdefault('taps', ['neck'])
+    return VkDDistiller(student=copy.deepcopy(student), teacher=copy.deepcopy(teacher),
+                        probe_size=(128, 128), **kwargs)
+
+
+def test_teacher_is_frozen_outside_params_state_dict_and_train_mode(small_pair):
+    model = build(small_pair)
+    teacher_ids = {id(p) for p in model.teacher.parameters()}
+    assert not teacher_ids & {id(p) for p in model.parameters()}
+    assert not any(k.startswith('teacher') for k in model.state_dict())
+    assert all(k.startswith(('student.', 'distill_losses.')) for k in model.state_dict())
+    assert not any(p.requires_grad for p in model.teacher.parameters())
+    model.train()
+    assert model.student.training and not model.teacher.training
+    bn = [m for m in model.teacher.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bn and not any(m.training for m in bn)
+    before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+    model.init_weights()
+    after = model.teacher.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    model.to(torch.float64)  # _apply reaches the teacher too
+    assert next(model.teacher.parameters()).dtype == torch.float64
+
+
+def test_channels_come_from_the_models(small_pair):
+    model = build(small_pair, taps=['backbone', 'neck'])
+    shapes = {name: (p.in_channels, p.out_channels) for name, p in model.projectors().items()}
+    assert shapes == {
+        'backbone.0': (64, 256), 'backbone.1': (128, 512), 'backbone.2': (256, 1024),
+        'backbone.3': (512, 2048), 'neck.0': (64, 128), 'neck.1': (64, 128),
+        'neck.2': (64, 128), 'neck.3': (64, 128), 'neck.4': (64, 128)}
+    for proj in model.projectors().values():
+        assert proj.orthogonality_error() < 1e-5
+        assert proj.scale is None  # cancelled by standardisation: not created
+
+
+def test_loss_has_student_and_vkd_entries_and_gradients_flow(small_pair):
+    model = build(small_pair, taps=['backbone[3]', 'neck'])
+    model.train()
+    inputs, samples = detection_batch(model)
+    losses = model.loss(inputs, samples)
+    assert {'loss_cls', 'loss_bbox', 'loss_vkd_backbone', 'loss_vkd_neck'} <= set(losses)
+    total = sum(v if torch.is_tensor(v) else sum(v) for k, v in losses.items() if 'loss' in k)
+    total.backward()
+    for name, p in model.named_parameters():
+        if name.startswith('distill_losses'):
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert all(p.grad is None for p in model.teacher.parameters())
+    assert model.student.backbone.conv1.weight.grad.abs().sum() > 0
+
+
+def test_student_and_teacher_see_the_same_preprocessed_tensor(small_pair):
+    model = build(small_pair)
+    seen = {}
+    model.teacher.backbone.register_forward_hook(lambda m, a, o: seen.setdefault('t', a[0]))
+    model.student.backbone.register_forward_hook(lambda m, a, o: seen.setdefault('s', a[0]))
+    model.train()
+    inputs, samples = detection_batch(model)
+    model.loss(inputs, samples)
+    assert seen['t'] is seen['s'] or torch.equal(seen['t'], seen['s'])
+
+
+def test_teacher_runs_only_as_far_as_the_deepest_tap(small_pair):
+    model = build(small_pair, taps=['backbone'])
+    calls = []
+    model.teacher.neck.register_forward_hook(lambda *a: calls.append('neck'))
+    model.teacher.bbox_head.register_forward_hook(lambda *a: calls.append('head'))
+    model.train()
+    inputs, samples = detection_batch(model)
+    model.loss(inputs, samples)
+    assert calls == []
+
+
+def test_predict_is_the_students(small_pair):
+    model = build(small_pair).eval()
+    inputs, samples = detection_batch(model)
+    with torch.no_grad():
+        ours = model.predict(inputs, copy.deepcopy(samples))
+        theirs = model.student.predict(inputs, copy.deepcopy(samples))
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a.pred_instances.bboxes, b.pred_instances.bboxes)
+        torch.testing.assert_close(a.pred_instances.scores, b.pred_instances.scores)
+
+
+def test_weight_zero_skips_teacher_and_keeps_projectors_in_graph(small_pair):
+    model = build(small_pair)
+    model.distill_weight = 0.0
+    calls = []
+    model.teacher.backbone.register_forward_hook(lambda *a: calls.append(1))
+    model.train()
+    losses = model.loss(*detection_batch(model))
+    assert calls == [] and losses['loss_vkd_neck'].item() == 0.0
+    losses['loss_vkd_neck'].backward()
+    assert all(p.grad is not None for p in model.distill_losses.parameters())
+
+
+def test_nonfinite_features_skip_the_term_with_a_warning(small_pair):
+    from mmengine.logging import MMLogger
+    model = build(small_pair)
+    model.train()
+    hook = model.teacher.neck.register_forward_hook(
+        lambda m, a, out: tuple(o * float('nan') for o in out))
+    import logging
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    collect = Collect()
+    MMLogger.get_instance('vkd-test-nonfinite').addHandler(collect)
+    losses = model.loss(*detection_batch(model))
+    hook.remove()
+    assert losses['loss_vkd_neck'].item() == 0.0
+    assert losses['vkd_nonfinite_skips'].item() == 1.0
+    assert all(torch.isfinite(v).all() for v in losses['loss_cls'])
+    assert any('non-finite distillation loss' in m for m in collect.messages)
+
+
+def test_unknown_tap_lists_available_modules(small_pair):
+    with pytest.raises(KeyError, match=r"no module 'nek'.*Top-level modules: \['backbone', 'neck', 'bbox_head'"):
+        build(small_pair, taps=['nek'])
+    with pytest.raises(KeyError, match="Closest names"):
+        build(small_pair, taps=['backbone.layer9'])
+
+
+def test_level_count_mismatch_and_non_feature_taps_fail_clearly(small_pair):
+    with pytest.raises(ValueError, match=r"gives 5 levels .* 4 .*student_levels"):
+        build(small_pair, taps=[dict(student='neck', teacher='backbone')])
+    # An explicit mapping fixes it: student P3..P5 <- teacher C3..C5.
+    model = build(small_pair, taps=[dict(name='cross', student='neck', teacher='backbone',
+                                         student_levels=[0, 1, 2], teacher_levels=[1, 2, 3])])
+    assert len(model.distill_losses['cross']) == 3
+    with pytest.raises(TypeError, match="'bbox_head' returns a tuple of .*not a feature map"):
+        build(small_pair, taps=['bbox_head'])
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['wieght'\]"):
+        build(small_pair, taps=[dict(module='neck', wieght=2.0)])
+
+
+def test_teacher_checkpoint_mismatch_fails_with_counts(small_pair, tmp_path):
+    student, teacher = small_pair
+    other = copy.deepcopy(student)  # an R18 checkpoint for an R50 teacher
+    from mmdet.registry import MODELS
+    ckpt = tmp_path / 'wrong.pth'
+    torch.save({'state_dict': MODELS.build(other).state_dict()}, ckpt)
+    with pytest.raises(CheckpointMismatchError, match=r'\d+ missing keys .* \d+ unexpected keys'):
+        build(small_pair, teacher_ckpt=str(ckpt))
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        build(small_pair, teacher_ckpt=str(tmp_path / 'nope.pth'))

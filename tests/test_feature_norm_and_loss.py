@@ -1,0 +1,120 @@
+"""Normalisations and the VkD loss: statistics, zero loss, finiteness, gradients."""
+import pytest
+import torch
+
+from vkd_mmdet.models import VkDLoss, normalize
+
+
+def test_standardize_gives_per_channel_zero_mean_unit_std():
+    x = torch.randn(4, 16, 7, 9) * torch.linspace(0.1, 10, 16)[None, :, None, None] + 3
+    y = normalize(x, 'standardize', channel_dim=1)
+    per_channel = y.transpose(0, 1).reshape(16, -1)
+    assert per_channel.mean(1).abs().max() < 1e-4
+    assert (per_channel.std(1, unbiased=False) - 1).abs().max() < 1e-4
+
+
+def test_layernorm_gives_per_position_zero_mean_unit_std():
+    x = torch.randn(3, 10, 32) * 5 + 2  # tokens (N, L, C)
+    y = normalize(x, 'layernorm', channel_dim=-1)
+    assert y.mean(-1).abs().max() < 1e-4
+    assert (y.std(-1, unbiased=False) - 1).abs().max() < 1e-3
+
+
+def test_whiten_gives_identity_covariance_and_survives_rank_deficiency():
+    torch.manual_seed(0)
+    mix = torch.randn(24, 24)
+    x = (torch.randn(4096, 24) @ mix) + 1.5  # full rank, correlated (N, C)
+    y = normalize(x, 'whiten', channel_dim=-1)
+    cov = (y - y.mean(0)).t() @ (y - y.mean(0)) / y.shape[0]
+    assert (cov - torch.eye(24)).abs().max() < 1e-3
+    assert y.mean(0).abs().max() < 1e-4
+
+    # 6 positions, 24 channels: rank <= 5. Output and gradient must stay finite.
+    few = torch.randn(1, 24, 2, 3, requires_grad=True)
+    out = normalize(few, 'whiten', channel_dim=1)
+    out.square().sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(few.grad).all()
+
+
+@pytest.mark.parametrize('norm', ['standardize', 'layernorm', 'whiten', 'none'])
+def test_loss_is_zero_when_projected_student_equals_teacher(norm):
+    torch.manual_seed(0)
+    loss = VkDLoss(16, 32, norm=norm)
+    student = torch.randn(2, 16, 6, 6)
+    with torch.no_grad():
+        teacher = loss.projector(student)
+    assert loss(student, teacher).item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize('norm', ['standardize', 'layernorm', 'whiten', 'none'])
+def test_constant_inputs_and_single_position_give_finite_loss_and_grads(norm):
+    loss = VkDLoss(8, 16, norm=norm)
+    for shape in [(2, 8, 4, 4), (1, 8, 1, 1)]:
+        student = torch.full(shape, 3.0, requires_grad=True)
+        teacher = torch.full((shape[0], 16, *shape[2:]), -2.0)
+        value = loss(student, teacher)
+        value.backward()
+        assert torch.isfinite(value), (norm, shape)
+        assert torch.isfinite(student.grad).all(), (norm, shape)
+        for name, p in loss.named_parameters():
+            assert torch.isfinite(p.grad).all(), (norm, shape, name)
+        loss.zero_grad()
+
+
+def test_zero_variance_channel_is_finite():
+    loss = VkDLoss(8, 8)
+    student = torch.randn(2, 8, 5, 5, requires_grad=True)
+    teacher = torch.randn(2, 8, 5, 5)
+    teacher[:, 3] = 7.0  # a dead teacher channel
+    value = loss(student, teacher)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(student.grad).all()
+
+
+@pytest.mark.parametrize('norm,norm_side', [('standardize', 'both'), ('none', 'both'),
+                                            ('layernorm', 'teacher'), ('whiten', 'both')])
+def test_every_learnable_parameter_gets_a_nonzero_gradient(norm, norm_side):
+    torch.manual_seed(0)
+    loss = VkDLoss(12, 24, norm=norm, norm_side=norm_side)
+    student = torch.randn(3, 12, 6, 6)
+    teacher = torch.randn(3, 24, 6, 6)
+    loss(student, teacher).backward()
+    params = dict(loss.named_parameters())
+    assert params, 'no learnable parameters'
+    for name, p in params.items():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_affine_only_where_not_cancelled_by_standardisation():
+    # Per-channel standardisation cancels a per-channel affine: no dead parameters.
+    names = {n for n, _ in VkDLoss(8, 16, norm='standardize').named_parameters()}
+    assert not any('scale' in n or 'bias' in n for n in names)
+    names = {n for n, _ in VkDLoss(8, 16, norm='layernorm', norm_side='teacher').named_parameters()}
+    assert {'projector.scale', 'projector.bias'} <= names
+
+
+def test_finite_under_bf16_autocast_and_resizes_student_to_teacher():
+    torch.manual_seed(0)
+    loss = VkDLoss(16, 32, loss='mse', loss_weight=4.0)
+    student = torch.randn(2, 16, 10, 10, requires_grad=True)
+    teacher = torch.randn(2, 32, 20, 20)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        value = loss(student.bfloat16(), teacher.bfloat16())
+    assert value.dtype == torch.float32 and torch.isfinite(value)
+    value.backward()
+    assert torch.isfinite(student.grad).all()
+
+
+def test_loss_options_and_errors():
+    s, t = torch.randn(2, 8, 4, 4), torch.randn(2, 8, 4, 4)
+    one = VkDLoss(8, 8, loss='l1', projection='none')(s, t)
+    two = VkDLoss(8, 8, loss='l1', projection='none', loss_weight=2.0)(s, t)
+    torch.testing.assert_close(two, 2 * one)
+    mse = VkDLoss(8, 8, loss='mse', norm='none', projection='none')(s, t)
+    torch.testing.assert_close(mse, torch.nn.functional.mse_loss(s, t))
+    with pytest.raises(ValueError, match="unknown loss='huber'"):
+        VkDLoss(8, 8, loss='huber')
+    with pytest.raises(ValueError, match='equal channel counts'):
+        VkDLoss(8, 16, projection='none')
+    with pytest.raises(ValueError, match="align='none'"):
+        VkDLoss(8, 8, align='none')(s, torch.randn(2, 8, 8, 8))

@@ -1,0 +1,145 @@
+"""Loading checkpoints with ``torch.load(weights_only=True)``, safely.
+
+torch >= 2.6 defaults to ``weights_only=True``, and mmengine 0.10.7 calls
+``torch.load`` without saying otherwise, so mmengine's own ``load_checkpoint``,
+``load_from`` and ``--resume`` reject the checkpoints mmengine writes: their
+``message_hub`` and ``meta`` pickle a ``HistoryBuffer`` and numpy arrays, dtypes
+and scalars. :func:`allow_mmengine_checkpoints` adds exactly those types to
+torch's allow-list; nothing else becomes loadable, so a malicious file still
+cannot run code. :func:`load_teacher_checkpoint` reads a teacher's weights the
+same way and names the offending types when a file needs more.
+"""
+import os
+import os.path as osp
+import pickle
+import urllib.parse
+import urllib.request
+from collections import OrderedDict
+from typing import Dict, List
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ['allow_mmengine_checkpoints', 'safe_load', 'load_teacher_checkpoint',
+           'UntrustedCheckpointError', 'CheckpointMismatchError']
+
+
+class UntrustedCheckpointError(RuntimeError):
+    """The file needs types outside the allow-list to unpickle."""
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint's weights do not fit the model built from the config."""
+
+
+def _numpy_globals() -> List:
+    """numpy's pickling helpers, under both their numpy 2 and numpy 1 names."""
+    core = np._core if hasattr(np, '_core') else np.core
+    reconstruct, scalar = core.multiarray._reconstruct, core.multiarray.scalar
+    items = [reconstruct, scalar, np.ndarray, np.dtype,
+             (reconstruct, 'numpy.core.multiarray._reconstruct'),
+             (scalar, 'numpy.core.multiarray.scalar')]
+    # numpy >= 1.25 pickles dtypes through their classes (numpy.dtypes.Float64DType...).
+    dtypes = getattr(np, 'dtypes', None)
+    if dtypes is not None:
+        items += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith('DType')]
+    return items
+
+
+def mmengine_safe_globals() -> List:
+    from mmengine.logging.history_buffer import HistoryBuffer
+    return [HistoryBuffer] + _numpy_globals()
+
+
+def allow_mmengine_checkpoints() -> None:
+    """Let ``torch.load(weights_only=True)`` read mmengine's own checkpoints."""
+    if hasattr(torch.serialization, 'add_safe_globals'):
+        torch.serialization.add_safe_globals(mmengine_safe_globals())
+
+
+def _offending_globals(path: str) -> List[str]:
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # noqa: BLE001 - only used to improve an error message
+        return []
+
+
+def safe_load(path: str, trust: bool = False, map_location='cpu'):
+    """``torch.load`` with only tensors, plain types and mmengine's own types.
+
+    With ``trust=True`` the file is fully unpickled (it can run arbitrary code).
+    """
+    if trust:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        with torch.serialization.safe_globals(mmengine_safe_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        names = _offending_globals(path) or [str(exc).splitlines()[0]]
+        raise UntrustedCheckpointError(
+            f'checkpoint {path} needs types outside the safe allow-list to load: '
+            f'{names}. Loading it could run arbitrary code. If you made this file '
+            f'yourself and trust it, pass trust_teacher_ckpt=True (model config) to '
+            f'unpickle it fully.') from exc
+
+
+def fetch(url_or_path: str, timeout: float = 15.0) -> str:
+    """A local file for ``url_or_path``; URLs go to torch's hub cache once."""
+    if not urllib.parse.urlparse(url_or_path).scheme in ('http', 'https'):
+        if not osp.isfile(url_or_path):
+            raise FileNotFoundError(f'checkpoint file {url_or_path} does not exist')
+        if not os.access(url_or_path, os.R_OK):
+            raise PermissionError(f'checkpoint file {url_or_path} is not readable')
+        return url_or_path
+    cache_dir = osp.join(torch.hub.get_dir(), 'checkpoints')
+    target = osp.join(cache_dir, osp.basename(urllib.parse.urlparse(url_or_path).path))
+    if osp.isfile(target):
+        return target
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = f'{target}.part'
+    try:
+        with urllib.request.urlopen(url_or_path, timeout=timeout) as resp, open(tmp, 'wb') as out:
+            while chunk := resp.read(1 << 20):
+                out.write(chunk)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the fix
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise ConnectionError(
+            f'cannot download checkpoint {url_or_path}: {exc}. Download it on a '
+            f'machine with network access and set teacher_ckpt to the local path '
+            f'(or place it at {target}).') from exc
+    os.replace(tmp, target)
+    return target
+
+
+def extract_state_dict(ckpt) -> 'OrderedDict[str, torch.Tensor]':
+    """Weights of a checkpoint: its ``state_dict`` (or the dict itself), with
+    ``module.`` (DDP) prefixes removed; a VkD checkpoint yields its student."""
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not any(torch.is_tensor(v) for v in state.values()):
+        raise CheckpointMismatchError('the checkpoint holds no state dict of tensors')
+    state = OrderedDict((k[7:] if k.startswith('module.') else k, v) for k, v in state.items())
+    if any(k.startswith('student.') for k in state):
+        state = OrderedDict((k[8:], v) for k, v in state.items() if k.startswith('student.'))
+    return state
+
+
+def load_teacher_checkpoint(model: nn.Module, url_or_path: str, trust: bool = False) -> Dict:
+    """Load a teacher's weights strictly; fail with counts and examples on mismatch."""
+    path = fetch(url_or_path)
+    state = extract_state_dict(safe_load(path, trust=trust))
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong_shape = [f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
+                   for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong_shape:
+        raise CheckpointMismatchError(
+            f'teacher checkpoint {url_or_path} does not match the teacher config: '
+            f'{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} '
+            f'unexpected keys (e.g. {unexpected[:3]}), {len(wrong_shape)} shape '
+            f'mismatches (e.g. {wrong_shape[:3]}). Check that `teacher` is the config '
+            f'this checkpoint was trained with.')
+    model.load_state_dict(state, strict=True)
+    return state

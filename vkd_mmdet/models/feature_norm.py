@@ -1,0 +1,70 @@
+"""Task-specific feature normalisation used by VkD before comparing features.
+
+Every function takes a feature with its channels in ``channel_dim`` (``(N, C, H, W)``
+with dim 1, ``(N, L, C)`` or ``(N, C)`` with dim -1) and returns the same shape.
+Statistics are computed in float32, also under autocast, and stay finite for
+zero-variance channels and single-position batches.
+"""
+import torch
+
+NORMS = ('standardize', 'layernorm', 'whiten', 'none')
+
+
+def _as_rows(x: torch.Tensor, channel_dim: int):
+    """``x`` as a float32 ``(M, C)`` matrix plus a function that undoes it."""
+    moved = x.movedim(channel_dim, -1)
+    shape = moved.shape
+
+    def restore(rows: torch.Tensor) -> torch.Tensor:
+        return rows.reshape(shape).movedim(-1, channel_dim)
+
+    return moved.reshape(-1, shape[-1]).float(), restore
+
+
+def standardize(x: torch.Tensor, channel_dim: int = 1, eps: float = 1e-5) -> torch.Tensor:
+    """Per channel, over batch and positions: mean 0, std 1 (biased variance).
+
+    This is the detection setting of VkD. A constant channel maps to 0.
+    """
+    rows, restore = _as_rows(x, channel_dim)
+    var, mean = torch.var_mean(rows, dim=0, correction=0, keepdim=True)
+    return restore((rows - mean) * torch.rsqrt(var + eps))
+
+
+def layer_norm(x: torch.Tensor, channel_dim: int = 1, eps: float = 1e-5) -> torch.Tensor:
+    """Per position, over channels: mean 0, std 1, no affine (classification)."""
+    rows, restore = _as_rows(x, channel_dim)
+    return restore(torch.nn.functional.layer_norm(rows, rows.shape[-1:], eps=eps))
+
+
+def whiten(x: torch.Tensor, channel_dim: int = 1, eps: float = 1e-4) -> torch.Tensor:
+    """Zero mean and identity channel covariance (the generation setting).
+
+    Uses Cholesky whitening, ``L⁻¹x`` with ``LLᵀ = Σ + ε·mean(diag Σ)·I + tiny·I``,
+    rather than ZCA: its backward pass stays finite when eigenvalues repeat,
+    which they do for rank-deficient batches (fewer positions than channels).
+    The relative shrinkage ``eps`` keeps the covariance positive definite.
+    """
+    rows, restore = _as_rows(x, channel_dim)
+    num, channels = rows.shape
+    centred = rows - rows.mean(dim=0, keepdim=True)
+    cov = centred.t() @ centred / max(num, 1)
+    shrink = eps * cov.diagonal().mean().clamp_min(0) + 1e-8
+    cov = cov + shrink * torch.eye(channels, device=cov.device, dtype=cov.dtype)
+    chol = torch.linalg.cholesky(cov)
+    white = torch.linalg.solve_triangular(chol, centred.t(), upper=False).t()
+    return restore(white)
+
+
+def normalize(x: torch.Tensor, norm: str, channel_dim: int = 1) -> torch.Tensor:
+    """Apply the normalisation named ``norm`` (one of :data:`NORMS`)."""
+    with torch.autocast(x.device.type, enabled=False):
+        if norm == 'standardize':
+            return standardize(x, channel_dim)
+        if norm == 'layernorm':
+            return layer_norm(x, channel_dim)
+        if norm == 'whiten':
+            return whiten(x, channel_dim)
+        if norm == 'none':
+            return x.float()
+    raise ValueError(f"unknown feature normalisation '{norm}'; choose one of {NORMS}")

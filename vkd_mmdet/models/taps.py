@@ -1,0 +1,125 @@
+"""Which features to distil: parsing of the distiller's ``taps`` option."""
+import inspect
+import re
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Union
+
+import torch
+
+from .vkd_loss import VkDLoss
+
+# The detection setting of the official code: every level, weight 4.0 (summed
+# over levels), per-channel standardisation, orthogonal projection, smooth-L1.
+DEFAULT_TAP_LOSS = dict(loss_weight=4.0, norm='standardize', loss='smooth_l1',
+                        projection='orthogonal')
+LOSS_KEYS = tuple(p for p in inspect.signature(VkDLoss.__init__).parameters
+                  if p not in ('self', 'student_channels', 'teacher_channels'))
+SPEC_KEYS = ('name', 'module', 'student', 'teacher', 'levels', 'student_levels',
+             'teacher_levels')
+_TAP_RE = re.compile(r'^([A-Za-z_][\w.]*)(?:\[(\d+(?:\s*,\s*\d+)*)\])?$')
+
+
+@dataclass
+class TapSpec:
+    """One distillation tap: a student module, a teacher module, the levels to pair.
+
+    ``student_levels``/``teacher_levels`` index the modules' tuple outputs
+    (``None``: every level); ``loss_cfg`` holds :class:`VkDLoss` options.
+    """
+    name: str
+    student: str
+    teacher: str
+    student_levels: Optional[List[int]] = None
+    teacher_levels: Optional[List[int]] = None
+    loss_cfg: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """Name usable as a module key and in ``loss_vkd_<key>``."""
+        return re.sub(r'\W', '_', self.name)
+
+
+def _split(path: str, where: str):
+    """``'neck[0,2]'`` -> ``('neck', [0, 2])``; ``'neck'`` -> ``('neck', None)``."""
+    match = _TAP_RE.match(str(path).strip())
+    if not match:
+        raise ValueError(f"VkD tap {where}: cannot parse '{path}'; write a dotted "
+                         f"module path with an optional level index, e.g. 'neck', "
+                         f"'backbone[3]' or 'backbone.layer4'")
+    levels = [int(i) for i in match.group(2).split(',')] if match.group(2) else None
+    return match.group(1), levels
+
+
+def parse_taps(taps: Union[str, dict, Sequence], defaults: Optional[dict] = None) -> List[TapSpec]:
+    """Turn the user's ``taps`` (strings and/or dicts) into :class:`TapSpec`s."""
+    if isinstance(taps, (str, dict)):
+        taps = [taps]
+    base = dict(DEFAULT_TAP_LOSS, **(defaults or {}))
+    _check_loss_keys(base, 'tap_defaults')
+    specs = []
+    for i, tap in enumerate(taps):
+        where = f'#{i} ({tap!r})'
+        if isinstance(tap, str):
+            tap = dict(module=tap)
+        if not isinstance(tap, dict):
+            raise TypeError(f'VkD tap {where}: expected a string or a dict, got {type(tap).__name__}')
+        tap = dict(tap)
+        module = tap.pop('module', None)
+        student_path = tap.pop('student', module)
+        teacher_path = tap.pop('teacher', module)
+        if student_path is None or teacher_path is None:
+            raise ValueError(f"VkD tap {where}: give 'module' (same path in both "
+                             f"models) or both 'student' and 'teacher'")
+        student, s_levels = _split(student_path, where)
+        teacher, t_levels = _split(teacher_path, where)
+        levels = tap.pop('levels', None)
+        s_levels = tap.pop('student_levels', s_levels if levels is None else levels)
+        t_levels = tap.pop('teacher_levels', t_levels if levels is None else levels)
+        name = tap.pop('name', student if student == teacher else f'{student}-{teacher}')
+        _check_loss_keys(tap, f'tap {where}')
+        specs.append(TapSpec(name=name, student=student, teacher=teacher,
+                             student_levels=s_levels, teacher_levels=t_levels,
+                             loss_cfg=dict(base, **tap)))
+    keys = [s.key for s in specs]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        raise ValueError(f'VkD taps: duplicate tap names {dupes}; give each a distinct `name`')
+    return specs
+
+
+def _check_loss_keys(cfg: dict, where: str):
+    unknown = sorted(set(cfg) - set(LOSS_KEYS))
+    if unknown:
+        raise ValueError(f'VkD {where}: unknown option(s) {unknown}. Tap options: '
+                         f'{list(SPEC_KEYS)}; loss options: {list(LOSS_KEYS)}')
+
+
+def feature_levels(output, path: str, role: str) -> List[torch.Tensor]:
+    """A module's output as a list of feature maps, or a clear error."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, (tuple, list)) and output and all(
+            isinstance(o, torch.Tensor) for o in output):
+        return list(output)
+    raise TypeError(f"VkD tap: the {role}'s module '{path}' returns "
+                    f"{_describe(output)}, not a feature map or a tuple of feature "
+                    f"maps. Tap a module that returns tensors, e.g. 'backbone', "
+                    f"'neck', or a layer inside them.")
+
+
+def select_levels(feats: List[torch.Tensor], levels: Optional[List[int]], path: str,
+                  role: str) -> List[torch.Tensor]:
+    if levels is None:
+        return feats
+    bad = [i for i in levels if i >= len(feats)]
+    if bad:
+        raise IndexError(f"VkD tap: the {role}'s '{path}' has {len(feats)} output "
+                         f"level(s) (0..{len(feats) - 1}); levels {bad} do not exist")
+    return [feats[i] for i in levels]
+
+
+def _describe(obj) -> str:
+    if isinstance(obj, (tuple, list)):
+        inner = ', '.join(type(o).__name__ for o in obj[:4])
+        return f'a {type(obj).__name__} of ({inner}{", ..." if len(obj) > 4 else ""})'
+    return f'a {type(obj).__name__}'

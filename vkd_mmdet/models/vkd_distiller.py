@@ -1,0 +1,246 @@
+"""VkDDistiller: a frozen teacher detector distils features into a student detector."""
+import copy
+import os.path as osp
+from typing import Dict, List, Optional, Union
+
+import torch
+import torch.nn as nn
+from mmengine.config import Config, ConfigDict
+from mmengine.logging import MMLogger
+from mmengine.structures import InstanceData
+
+from mmdet.models.detectors import BaseDetector
+from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample
+
+from ..checkpoint import load_teacher_checkpoint
+from .feature_recorder import FeatureRecorder
+from .taps import TapSpec, feature_levels, parse_taps, select_levels
+from .vkd_loss import VkDLoss
+
+# Modules reached by `extract_feat`; taps elsewhere need the head's `_forward`.
+_FEATURE_ROOTS = ('backbone', 'neck')
+
+
+def build_teacher_config(teacher: Union[str, dict]) -> dict:
+    """A detector config dict from a dict, a local config file or ``'mmdet::...'``."""
+    if isinstance(teacher, (dict, ConfigDict)):
+        return copy.deepcopy(dict(teacher))
+    if not isinstance(teacher, str):
+        raise TypeError(f'VkDDistiller: teacher must be a config dict, a config file '
+                        f'or an "mmdet::..." name, got {type(teacher).__name__}')
+    if '::' in teacher:
+        from mmengine.hub import get_config
+        try:
+            cfg = get_config(teacher)
+        except Exception as exc:  # noqa: BLE001 - re-raised with context
+            raise FileNotFoundError(f"VkDDistiller: cannot resolve teacher config "
+                                    f"'{teacher}': {exc}") from exc
+    else:
+        if not osp.isfile(teacher):
+            raise FileNotFoundError(f"VkDDistiller: teacher config file '{teacher}' "
+                                    f"does not exist")
+        cfg = Config.fromfile(teacher)
+    if 'model' not in cfg:
+        raise KeyError(f"VkDDistiller: teacher config '{teacher}' has no `model`")
+    return cfg.model.to_dict() if hasattr(cfg.model, 'to_dict') else dict(cfg.model)
+
+
+@MODELS.register_module()
+class VkDDistiller(BaseDetector):
+    """Distil a frozen teacher detector's features into a student detector (VkD).
+
+    Training returns the student's own losses plus one ``loss_vkd_<tap>`` per tap
+    (summed over the tap's levels). ``predict`` and ``_forward`` run the student
+    alone, so validation measures the student and inference costs what it costs.
+
+    The teacher is kept outside the module tree (``self.teacher`` is a plain
+    attribute): it is not in ``parameters()`` (never optimised, never synced by
+    DDP), not in ``state_dict()`` (never in training checkpoints), not touched by
+    ``train()`` (always in eval mode, BatchNorm frozen) nor by ``init_weights()``.
+    ``.to()``/``.cuda()``/``.half()`` still move it, through :meth:`_apply`.
+
+    Args:
+        student: detector config dict (usually ``{{_base_.model}}``).
+        teacher: detector config dict, config file path or ``'mmdet::...'`` name.
+        teacher_ckpt: local path or URL of the teacher's weights, loaded now.
+            ``None`` keeps the teacher randomly initialised (tests only).
+        taps: which features to distil, e.g. ``['neck']`` (all FPN levels, the
+            default), ``['backbone', 'neck']``, ``'backbone[3]'`` or dicts with
+            ``name``, ``module`` or ``student``/``teacher``, ``levels`` or
+            ``student_levels``/``teacher_levels`` and :class:`VkDLoss` options.
+        tap_defaults: :class:`VkDLoss` options applied to every tap.
+        trust_teacher_ckpt: unpickle the teacher checkpoint fully (arbitrary
+            code execution!). Only for files you made yourself.
+        probe_size: ``(H, W)`` of the dummy image used once to read channel
+            counts and level counts off both models.
+    """
+
+    def __init__(self,
+                 student: dict,
+                 teacher: Union[str, dict],
+                 teacher_ckpt: Optional[str] = None,
+                 taps=('neck', ),
+                 tap_defaults: Optional[dict] = None,
+                 trust_teacher_ckpt: bool = False,
+                 probe_size=(256, 256),
+                 data_preprocessor=None,
+                 init_cfg=None):
+        super().__init__(data_preprocessor=None, init_cfg=init_cfg)
+        self.tap_specs: List[TapSpec] = parse_taps(taps, tap_defaults)
+        self.student = MODELS.build(student)
+        if data_preprocessor is not None:
+            self.student.data_preprocessor = MODELS.build(data_preprocessor)
+        # One preprocessing for both models: the teacher sees the student's tensor.
+        self.data_preprocessor = self.student.data_preprocessor
+
+        teacher_model = MODELS.build(build_teacher_config(teacher))
+        if teacher_ckpt is not None:
+            load_teacher_checkpoint(teacher_model, teacher_ckpt, trust=trust_teacher_ckpt)
+        else:
+            MMLogger.get_current_instance().warning(
+                'VkDDistiller: no teacher_ckpt given; the teacher is randomly '
+                'initialised and distillation will not help.')
+        teacher_model.requires_grad_(False)
+        teacher_model.eval()
+        object.__setattr__(self, 'teacher', teacher_model)
+
+        self.student_recorder = FeatureRecorder(
+            self.student, [t.student for t in self.tap_specs], role='student')
+        self.teacher_recorder = FeatureRecorder(
+            teacher_model, [t.teacher for t in self.tap_specs], role='teacher')
+        self._teacher_needs_head = any(
+            t.teacher.split('.')[0] not in _FEATURE_ROOTS for t in self.tap_specs)
+        self._student_needs_head = any(
+            t.student.split('.')[0] not in _FEATURE_ROOTS for t in self.tap_specs)
+
+        self.distill_losses = nn.ModuleDict({
+            spec.key: self._build_tap_losses(spec, s_feats, t_feats)
+            for spec, (s_feats, t_feats) in zip(self.tap_specs, self._probe(probe_size))
+        })
+        # Set by DistillWeightScheduleHook; 0 switches distillation off.
+        self.distill_weight = 1.0
+        self.nonfinite_skips = 0
+
+    # ----------------------------------------------------------------- set-up
+    def _probe(self, size):
+        """Run both models once on a dummy image to read channels and levels."""
+        dummy = torch.zeros(1, 3, *size)
+        samples = [_dummy_sample(size)]
+        was_training = self.student.training
+        self.student.eval()
+        try:
+            with torch.no_grad():
+                s_out = self._run(self.student, self.student_recorder, dummy, samples,
+                                  self._student_needs_head)
+                t_out = self._run(self.teacher, self.teacher_recorder, dummy, samples,
+                                  self._teacher_needs_head)
+        finally:
+            self.student.train(was_training)
+        return [self._pair_levels(spec, s_out, t_out) for spec in self.tap_specs]
+
+    @staticmethod
+    def _run(model, recorder, inputs, samples, needs_head) -> Dict[str, object]:
+        """Forward ``model`` until every tapped module of ``recorder`` has run."""
+        with recorder.record(stop_early=True) as outputs:
+            if needs_head:
+                model._forward(inputs, samples)
+            else:
+                model.extract_feat(inputs)
+        missing = [p for p in recorder.paths if p not in outputs]
+        if missing:
+            raise RuntimeError(f'VkD tap: modules {missing} did not run in the forward '
+                               f'pass, so they cannot be distilled')
+        return outputs
+
+    def _pair_levels(self, spec: TapSpec, s_out, t_out):
+        s_feats = select_levels(feature_levels(s_out[spec.student], spec.student, 'student'),
+                                spec.student_levels, spec.student, 'student')
+        t_feats = select_levels(feature_levels(t_out[spec.teacher], spec.teacher, 'teacher'),
+                                spec.teacher_levels, spec.teacher, 'teacher')
+        if len(s_feats) != len(t_feats):
+            raise ValueError(
+                f"VkD tap '{spec.name}': the student's '{spec.student}' gives "
+                f"{len(s_feats)} levels (channels {[f.shape[1] for f in s_feats]}), the "
+                f"teacher's '{spec.teacher}' {len(t_feats)} (channels "
+                f"{[f.shape[1] for f in t_feats]}). Pair them with student_levels=[...] "
+                f"and teacher_levels=[...] in the tap.")
+        return s_feats, t_feats
+
+    @staticmethod
+    def _build_tap_losses(spec: TapSpec, s_feats, t_feats) -> nn.ModuleList:
+        cdim = lambda f: 1 if f.dim() == 4 else -1  # noqa: E731
+        return nn.ModuleList([
+            VkDLoss(s.shape[cdim(s)], t.shape[cdim(t)], **spec.loss_cfg)
+            for s, t in zip(s_feats, t_feats)
+        ])
+
+    def _apply(self, fn, *args, **kwargs):
+        # Move/cast the (unregistered) teacher together with the student.
+        super()._apply(fn, *args, **kwargs)
+        self.teacher._apply(fn, *args, **kwargs)
+        return self
+
+    # --------------------------------------------------------------- training
+    def loss(self, batch_inputs: torch.Tensor, batch_data_samples) -> dict:
+        with self.student_recorder.record() as s_out:
+            losses = self.student.loss(batch_inputs, batch_data_samples)
+        weight = float(self.distill_weight)
+        if weight == 0.0:
+            # Distillation off: zero terms keep every projector in the graph, so
+            # DDP without find_unused_parameters still sees all gradients.
+            for spec in self.tap_specs:
+                losses[f'loss_vkd_{spec.key}'] = _zero_like_params(self.distill_losses[spec.key])
+            return losses
+
+        self.teacher.eval()
+        with torch.no_grad():
+            t_out = self._run(self.teacher, self.teacher_recorder, batch_inputs,
+                              batch_data_samples, self._teacher_needs_head)
+        for spec in self.tap_specs:
+            s_feats, t_feats = self._pair_levels(spec, s_out, t_out)
+            tap_losses = self.distill_losses[spec.key]
+            total = sum(loss(s, t) for loss, s, t in zip(tap_losses, s_feats, t_feats))
+            if not torch.isfinite(total):
+                self.nonfinite_skips += 1
+                MMLogger.get_current_instance().warning(
+                    f"VkD tap '{spec.name}': non-finite distillation loss ({total.item()}); "
+                    f"skipping it this iteration ({self.nonfinite_skips} skipped so far). "
+                    f"Check the student/teacher features for NaN/Inf.")
+                total = _zero_like_params(tap_losses)
+            losses[f'loss_vkd_{spec.key}'] = total * weight
+        if self.nonfinite_skips:
+            losses['vkd_nonfinite_skips'] = torch.tensor(float(self.nonfinite_skips))
+        return losses
+
+    # -------------------------------------------------------- student only
+    def predict(self, batch_inputs, batch_data_samples, rescale: bool = True):
+        return self.student.predict(batch_inputs, batch_data_samples, rescale=rescale)
+
+    def _forward(self, batch_inputs, batch_data_samples=None):
+        return self.student._forward(batch_inputs, batch_data_samples)
+
+    def extract_feat(self, batch_inputs):
+        return self.student.extract_feat(batch_inputs)
+
+    def projectors(self) -> Dict[str, nn.Module]:
+        """``{'<tap>.<level>': projector}`` for every tap level."""
+        return {f'{key}.{i}': loss.projector
+                for key, losses in self.distill_losses.items()
+                for i, loss in enumerate(losses)}
+
+
+def _zero_like_params(module: nn.Module) -> torch.Tensor:
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:
+        return torch.zeros(())
+    return sum(p.sum() for p in params) * 0.0
+
+
+def _dummy_sample(size) -> DetDataSample:
+    h, w = size
+    sample = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w),
+                                         pad_shape=(h, w), batch_input_shape=(h, w),
+                                         scale_factor=(1.0, 1.0)))
+    sample.gt_instances = InstanceData(bboxes=torch.zeros(0, 4), labels=torch.zeros(0).long())
+    return sample

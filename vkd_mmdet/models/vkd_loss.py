@@ -1,0 +1,134 @@
+"""VkD feature loss for one student/teacher feature pair."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmdet.registry import MODELS
+
+from .feature_norm import NORMS, normalize
+from .orthogonal_projector import OrthogonalProjector
+
+LOSSES = {
+    'smooth_l1': F.smooth_l1_loss,
+    'mse': F.mse_loss,
+    'l1': F.l1_loss,
+}
+PROJECTIONS = ('orthogonal', 'linear', 'none')
+NORM_SIDES = ('both', 'teacher', 'student')
+ALIGNS = ('student_to_teacher', 'teacher_to_student', 'none')
+
+
+@MODELS.register_module()
+class VkDLoss(nn.Module):
+    """Project the student feature, normalise both sides, compare.
+
+    ``loss = loss_weight * criterion(norm(P(s)), norm(t))`` with ``P`` an
+    :class:`OrthogonalProjector` by default.
+
+    Args:
+        student_channels: ``C_s``.
+        teacher_channels: ``C_t``.
+        norm: one of ``'standardize'`` (per channel over batch and positions; the
+            detection default), ``'layernorm'``, ``'whiten'``, ``'none'``.
+        norm_side: ``'both'`` (default), ``'teacher'`` (the classification
+            setting) or ``'student'``.
+        loss: ``'smooth_l1'`` (default), ``'mse'`` or ``'l1'``; mean over elements.
+        loss_weight: multiplies the loss.
+        projection: ``'orthogonal'`` (VkD), ``'linear'`` (an unconstrained 1x1
+            map, as in FitNet) or ``'none'`` (needs ``C_s == C_t``).
+        affine: learnable per-channel scale and bias after the projection;
+            ``None`` adds them only where they are not cancelled, i.e. unless the
+            student side is standardised per channel.
+        orthogonal_map: see :class:`OrthogonalProjector`.
+        align: how to match spatial sizes of 4-D features:
+            ``'student_to_teacher'`` (default; bilinear resize of the student),
+            ``'teacher_to_student'``, or ``'none'`` (sizes must match).
+
+    Shapes:
+        student ``(N, C_s, H_s, W_s)``, teacher ``(N, C_t, H_t, W_t)`` (or token
+        ``(N, L, C)`` / pooled ``(N, C)`` features); returns a scalar.
+    """
+
+    def __init__(self,
+                 student_channels: int,
+                 teacher_channels: int,
+                 norm: str = 'standardize',
+                 norm_side: str = 'both',
+                 loss: str = 'smooth_l1',
+                 loss_weight: float = 1.0,
+                 projection: str = 'orthogonal',
+                 affine=None,
+                 orthogonal_map: str = 'qr',
+                 align: str = 'student_to_teacher'):
+        super().__init__()
+        _check_choice('norm', norm, NORMS)
+        _check_choice('norm_side', norm_side, NORM_SIDES)
+        _check_choice('loss', loss, tuple(LOSSES))
+        _check_choice('projection', projection, PROJECTIONS)
+        _check_choice('align', align, ALIGNS)
+        self.student_channels = student_channels
+        self.teacher_channels = teacher_channels
+        self.norm = norm
+        self.norm_side = norm_side
+        self.loss_name = loss
+        self.loss_weight = float(loss_weight)
+        self.align = align
+
+        student_standardized = norm == 'standardize' and norm_side in ('both', 'student')
+        if affine is None:
+            affine = not student_standardized
+        if projection == 'orthogonal':
+            self.projector = OrthogonalProjector(
+                student_channels, teacher_channels, affine=affine,
+                orthogonal_map=orthogonal_map)
+        elif projection == 'linear':
+            self.projector = nn.Conv2d(student_channels, teacher_channels, 1, bias=affine)
+        else:
+            if student_channels != teacher_channels:
+                raise ValueError(
+                    f"VkDLoss: projection='none' needs equal channel counts, got "
+                    f"student {student_channels} and teacher {teacher_channels}")
+            self.projector = nn.Identity()
+
+    def _aligned(self, student: torch.Tensor, teacher: torch.Tensor):
+        if student.dim() != 4 or student.shape[-2:] == teacher.shape[-2:]:
+            return student, teacher
+        if self.align == 'student_to_teacher':
+            student = F.interpolate(student, size=teacher.shape[-2:], mode='bilinear',
+                                    align_corners=False)
+        elif self.align == 'teacher_to_student':
+            teacher = F.interpolate(teacher, size=student.shape[-2:], mode='bilinear',
+                                    align_corners=False)
+        else:
+            raise ValueError(f"VkDLoss: student feature {tuple(student.shape)} and "
+                             f"teacher feature {tuple(teacher.shape)} differ in size "
+                             f"and align='none'")
+        return student, teacher
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        teacher = teacher.detach()
+        if student.shape[0] != teacher.shape[0]:
+            raise ValueError(f'VkDLoss: batch sizes differ, student {tuple(student.shape)} '
+                             f'vs teacher {tuple(teacher.shape)}')
+        student, teacher = self._aligned(student, teacher)
+        with torch.autocast(student.device.type, enabled=False):
+            projected = self.projector(student.float())
+            cdim = 1 if projected.dim() == 4 else -1
+            if projected.shape[cdim] != teacher.shape[cdim]:
+                raise ValueError(f'VkDLoss: projected student has {projected.shape[cdim]} '
+                                 f'channels, teacher has {teacher.shape[cdim]}')
+            if self.norm_side in ('both', 'student'):
+                projected = normalize(projected, self.norm, cdim)
+            target = teacher.float()
+            if self.norm_side in ('both', 'teacher'):
+                target = normalize(target, self.norm, cdim)
+            return self.loss_weight * LOSSES[self.loss_name](projected, target)
+
+    def extra_repr(self) -> str:
+        return (f'norm={self.norm} ({self.norm_side}), loss={self.loss_name}, '
+                f'loss_weight={self.loss_weight}, align={self.align}')
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"VkDLoss: unknown {name}='{value}'; choose one of {choices}")
