@@ -1,4 +1,7 @@
 import pytest
+from mmdet.utils import register_all_modules
+
+register_all_modules()  # default scope 'mmdet', as MMDetection's own tools set it
 
 from helpers import small_pair as _small_pair
 

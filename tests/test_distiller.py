@@ -7,6 +7,7 @@ import torch
 from helpers import detection_batch
 from vkd_mmdet.checkpoint import CheckpointMismatchError
 from vkd_mmdet.models import VkDDistiller
+from vkd_mmdet.models.taps import feature_levels
 
 
 def build(small_pair, tmp_path=None, **kwargs):
@@ -59,14 +60,20 @@ def test_loss_has_student_and_vkd_entries_and_gradients_flow(small_pair):
         if name.startswith('distill_losses'):
             assert p.grad is not None and p.grad.abs().sum() > 0, name
     assert all(p.grad is None for p in model.teacher.parameters())
-    assert model.student.backbone.conv1.weight.grad.abs().sum() > 0
+    assert model.student.backbone.layer4[0].conv1.weight.grad.abs().sum() > 0
 
 
 def test_student_and_teacher_see_the_same_preprocessed_tensor(small_pair):
     model = build(small_pair)
     seen = {}
-    model.teacher.backbone.register_forward_hook(lambda m, a, o: seen.setdefault('t', a[0]))
-    model.student.backbone.register_forward_hook(lambda m, a, o: seen.setdefault('s', a[0]))
+
+    def remember(key):
+        def hook(module, args, output):
+            seen[key] = args[0]
+        return hook
+
+    model.teacher.backbone.register_forward_hook(remember('t'))
+    model.student.backbone.register_forward_hook(remember('s'))
     model.train()
     inputs, samples = detection_batch(model)
     model.loss(inputs, samples)
@@ -111,8 +118,9 @@ def test_nonfinite_features_skip_the_term_with_a_warning(small_pair):
     from mmengine.logging import MMLogger
     model = build(small_pair)
     model.train()
-    hook = model.teacher.neck.register_forward_hook(
-        lambda m, a, out: tuple(o * float('nan') for o in out))
+    # Corrupt what the teacher's neck receives, so its outputs are NaN.
+    hook = model.teacher.neck.register_forward_pre_hook(
+        lambda m, args: (tuple(x * float('nan') for x in args[0]), ))
     import logging
 
     class Collect(logging.Handler):
@@ -134,7 +142,7 @@ def test_nonfinite_features_skip_the_term_with_a_warning(small_pair):
 
 
 def test_unknown_tap_lists_available_modules(small_pair):
-    with pytest.raises(KeyError, match=r"no module 'nek'.*Top-level modules: \['backbone', 'neck', 'bbox_head'"):
+    with pytest.raises(KeyError, match=r"no module 'nek'.*Top-level modules: \[.*'backbone', 'neck', 'bbox_head'\].*Closest names: \['neck'\]"):
         build(small_pair, taps=['nek'])
     with pytest.raises(KeyError, match="Closest names"):
         build(small_pair, taps=['backbone.layer9'])
@@ -147,8 +155,13 @@ def test_level_count_mismatch_and_non_feature_taps_fail_clearly(small_pair):
     model = build(small_pair, taps=[dict(name='cross', student='neck', teacher='backbone',
                                          student_levels=[0, 1, 2], teacher_levels=[1, 2, 3])])
     assert len(model.distill_losses['cross']) == 3
-    with pytest.raises(TypeError, match="'bbox_head' returns a tuple of .*not a feature map"):
-        build(small_pair, taps=['bbox_head'])
+    # A head conv shared by all FPN levels runs 5 times per forward pass.
+    with pytest.raises(TypeError, match=r"'bbox_head.cls_convs.0' runs 5 times per forward"):
+        build(small_pair, taps=['bbox_head.cls_convs.0'])
+    with pytest.raises(RuntimeError, match=r"\['bbox_head.cls_convs'\] did not run"):
+        build(small_pair, taps=['bbox_head.cls_convs'])
+    with pytest.raises(TypeError, match="returns a dict, not a feature map"):
+        feature_levels({'a': torch.zeros(1)}, 'x', 'student')
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['wieght'\]"):
         build(small_pair, taps=[dict(module='neck', wieght=2.0)])
 

@@ -22,8 +22,10 @@ def test_layernorm_gives_per_position_zero_mean_unit_std():
 
 def test_whiten_gives_identity_covariance_and_survives_rank_deficiency():
     torch.manual_seed(0)
-    mix = torch.randn(24, 24)
-    x = (torch.randn(4096, 24) @ mix) + 1.5  # full rank, correlated (N, C)
+    # Full rank and correlated: a random rotation with singular values 0.5..3.
+    rotation, _ = torch.linalg.qr(torch.randn(24, 24))
+    mix = rotation * torch.linspace(0.5, 3.0, 24)
+    x = (torch.randn(4096, 24) @ mix) + 1.5  # (N, C)
     y = normalize(x, 'whiten', channel_dim=-1)
     cov = (y - y.mean(0)).t() @ (y - y.mean(0)) / y.shape[0]
     assert (cov - torch.eye(24)).abs().max() < 1e-3

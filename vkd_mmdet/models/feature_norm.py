@@ -21,10 +21,11 @@ def _as_rows(x: torch.Tensor, channel_dim: int):
     return moved.reshape(-1, shape[-1]).float(), restore
 
 
-def standardize(x: torch.Tensor, channel_dim: int = 1, eps: float = 1e-5) -> torch.Tensor:
+def standardize(x: torch.Tensor, channel_dim: int = 1, eps: float = 1e-6) -> torch.Tensor:
     """Per channel, over batch and positions: mean 0, std 1 (biased variance).
 
-    This is the detection setting of VkD. A constant channel maps to 0.
+    This is the detection setting of VkD. A constant channel maps to 0; the
+    small ``eps`` keeps its gradient finite without biasing low-variance channels.
     """
     rows, restore = _as_rows(x, channel_dim)
     var, mean = torch.var_mean(rows, dim=0, correction=0, keepdim=True)
@@ -37,7 +38,7 @@ def layer_norm(x: torch.Tensor, channel_dim: int = 1, eps: float = 1e-5) -> torc
     return restore(torch.nn.functional.layer_norm(rows, rows.shape[-1:], eps=eps))
 
 
-def whiten(x: torch.Tensor, channel_dim: int = 1, eps: float = 1e-4) -> torch.Tensor:
+def whiten(x: torch.Tensor, channel_dim: int = 1, eps: float = 1e-5) -> torch.Tensor:
     """Zero mean and identity channel covariance (the generation setting).
 
     Uses Cholesky whitening, ``L⁻¹x`` with ``LLᵀ = Σ + ε·mean(diag Σ)·I + tiny·I``,

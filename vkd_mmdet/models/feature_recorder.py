@@ -10,6 +10,13 @@ class _StopForward(Exception):
     """Raised by a hook to end a forward pass once every wanted output is captured."""
 
 
+class RepeatedCall:
+    """Marks a module that ran more than once in one forward pass."""
+
+    def __init__(self, count: int):
+        self.count = count
+
+
 class FeatureRecorder:
     """Records the outputs of ``paths`` (dotted submodule names) of ``model``.
 
@@ -33,6 +40,10 @@ class FeatureRecorder:
     def _hook(self, path: str):
         def hook(module, args, output):
             if not self._active:
+                return
+            if path in self.outputs:  # e.g. a head layer shared by all FPN levels
+                prev = self.outputs[path]
+                self.outputs[path] = RepeatedCall(prev.count + 1 if isinstance(prev, RepeatedCall) else 2)
                 return
             self.outputs[path] = output
             if self._stop_early and len(self.outputs) == len(self.paths):

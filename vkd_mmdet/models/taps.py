@@ -6,6 +6,7 @@ from typing import List, Optional, Sequence, Union
 
 import torch
 
+from .feature_recorder import RepeatedCall
 from .vkd_loss import VkDLoss
 
 # The detection setting of the official code: every level, weight 4.0 (summed
@@ -96,6 +97,11 @@ def _check_loss_keys(cfg: dict, where: str):
 
 def feature_levels(output, path: str, role: str) -> List[torch.Tensor]:
     """A module's output as a list of feature maps, or a clear error."""
+    if isinstance(output, RepeatedCall):
+        raise TypeError(f"VkD tap: the {role}'s module '{path}' runs {output.count} "
+                        f"times per forward pass (e.g. a head layer shared by all FPN "
+                        f"levels), so it has no single output to distil. Tap the neck "
+                        f"levels or a module that runs once.")
     if isinstance(output, torch.Tensor):
         return [output]
     if isinstance(output, (tuple, list)) and output and all(

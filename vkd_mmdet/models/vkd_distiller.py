@@ -1,4 +1,5 @@
 """VkDDistiller: a frozen teacher detector distils features into a student detector."""
+import contextlib
 import copy
 import os.path as osp
 from typing import Dict, List, Optional, Union
@@ -7,6 +8,7 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config, ConfigDict
 from mmengine.logging import MMLogger
+from mmengine.registry import DefaultScope
 from mmengine.structures import InstanceData
 
 from mmdet.models.detectors import BaseDetector
@@ -86,15 +88,17 @@ class VkDDistiller(BaseDetector):
                  probe_size=(256, 256),
                  data_preprocessor=None,
                  init_cfg=None):
-        super().__init__(data_preprocessor=None, init_cfg=init_cfg)
-        self.tap_specs: List[TapSpec] = parse_taps(taps, tap_defaults)
-        self.student = MODELS.build(student)
-        if data_preprocessor is not None:
-            self.student.data_preprocessor = MODELS.build(data_preprocessor)
+        with _mmdet_scope():
+            super().__init__(data_preprocessor=None, init_cfg=init_cfg)
+            self.tap_specs: List[TapSpec] = parse_taps(taps, tap_defaults)
+            self.student = MODELS.build(ConfigDict(student))
+            if data_preprocessor is not None:
+                self.student.data_preprocessor = MODELS.build(data_preprocessor)
+            teacher_cfg = build_teacher_config(teacher)
+            teacher_model = MODELS.build(ConfigDict(teacher_cfg))
         # One preprocessing for both models: the teacher sees the student's tensor.
         self.data_preprocessor = self.student.data_preprocessor
-
-        teacher_model = MODELS.build(build_teacher_config(teacher))
+        _warn_on_preprocessing_mismatch(student, teacher_cfg)
         if teacher_ckpt is not None:
             load_teacher_checkpoint(teacher_model, teacher_ckpt, trust=trust_teacher_ckpt)
         else:
@@ -131,18 +135,19 @@ class VkDDistiller(BaseDetector):
         self.student.eval()
         try:
             with torch.no_grad():
+                # Full passes here, so modules that run repeatedly are caught.
                 s_out = self._run(self.student, self.student_recorder, dummy, samples,
-                                  self._student_needs_head)
+                                  self._student_needs_head, stop_early=False)
                 t_out = self._run(self.teacher, self.teacher_recorder, dummy, samples,
-                                  self._teacher_needs_head)
+                                  self._teacher_needs_head, stop_early=False)
         finally:
             self.student.train(was_training)
         return [self._pair_levels(spec, s_out, t_out) for spec in self.tap_specs]
 
     @staticmethod
-    def _run(model, recorder, inputs, samples, needs_head) -> Dict[str, object]:
+    def _run(model, recorder, inputs, samples, needs_head, stop_early=True) -> Dict[str, object]:
         """Forward ``model`` until every tapped module of ``recorder`` has run."""
-        with recorder.record(stop_early=True) as outputs:
+        with recorder.record(stop_early=stop_early) as outputs:
             if needs_head:
                 model._forward(inputs, samples)
             else:
@@ -228,6 +233,27 @@ class VkDDistiller(BaseDetector):
         return {f'{key}.{i}': loss.projector
                 for key, losses in self.distill_losses.items()
                 for i, loss in enumerate(losses)}
+
+
+def _mmdet_scope():
+    """Build under the ``mmdet`` scope unless the caller (e.g. a Runner) set one."""
+    if DefaultScope.get_current_instance() is None:
+        return DefaultScope.overwrite_default_scope('mmdet')
+    return contextlib.nullcontext()
+
+
+def _warn_on_preprocessing_mismatch(student: dict, teacher: dict):
+    """The teacher gets the student's normalised tensor; say so if it was trained
+    with another normalisation (e.g. caffe vs pytorch mean/std, BGR vs RGB)."""
+    keys = ('mean', 'std', 'bgr_to_rgb', 'rgb_to_bgr')
+    s_pre, t_pre = student.get('data_preprocessor') or {}, teacher.get('data_preprocessor') or {}
+    diff = {k: (s_pre.get(k), t_pre.get(k)) for k in keys if s_pre.get(k) != t_pre.get(k)}
+    if diff:
+        MMLogger.get_current_instance().warning(
+            f'VkDDistiller: student and teacher data_preprocessors differ in '
+            f'{diff} (student, teacher). The teacher sees the student\'s '
+            f'preprocessed input, unlike in its own training; prefer a teacher '
+            f'trained with the same normalisation.')
 
 
 def _zero_like_params(module: nn.Module) -> torch.Tensor:
