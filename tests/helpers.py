@@ -32,6 +32,13 @@ def coco128_options(size=256, batch=2, images=4, val_images=4):
         'val_dataloader.num_workers': 0,
         'val_dataloader.persistent_workers': False,
         'val_evaluator.ann_file': f'{coco}annotations/instances_train2017.json',
+        'test_dataloader.dataset.data_root': coco,
+        'test_dataloader.dataset.ann_file': 'annotations/instances_train2017.json',
+        'test_dataloader.dataset.data_prefix.img': 'train2017/',
+        'test_dataloader.dataset.indices': val_images,
+        'test_dataloader.num_workers': 0,
+        'test_dataloader.persistent_workers': False,
+        'test_evaluator.ann_file': f'{coco}annotations/instances_train2017.json',
         'train_cfg.max_epochs': 1,
         'train_cfg.val_interval': 100,
         'default_hooks.logger.interval': 1,
@@ -45,7 +52,7 @@ def coco128_options(size=256, batch=2, images=4, val_images=4):
 def resize_options(cfg, size):
     """Options setting every Resize in the train/val pipelines to ``size``."""
     opts = {}
-    for split in ('train_dataloader', 'val_dataloader'):
+    for split in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         for i, step in enumerate(cfg[split]['dataset']['pipeline']):
             if step['type'] == 'Resize':
                 opts[f'{split}.dataset.pipeline.{i}.scale'] = (size, size)
@@ -95,3 +102,36 @@ def detection_batch(model, n=2, size=128, seed=0):
         samples.append(s)
     data = model.data_preprocessor(dict(inputs=inputs, data_samples=samples), True)
     return data['inputs'], data['data_samples']
+
+
+def save_mmengine_style_checkpoint(model, path):
+    """Save ``model`` the way mmengine's Runner does: weights plus a message hub
+    with HistoryBuffers and numpy values in ``meta`` (what trips weights_only)."""
+    import numpy as np
+    from mmengine.logging import MessageHub
+    from mmengine.runner.checkpoint import save_checkpoint, weights_to_cpu
+    hub = MessageHub.get_instance(f'ckpt-{path}')
+    hub.update_scalar('train/loss', 1.25)
+    hub.update_info('iter', 3)
+    save_checkpoint({'meta': {'seed': np.int64(0), 'epoch': 1, 'iter': 3,
+                              'lr': np.array([0.01, 0.001])},
+                     'state_dict': weights_to_cpu(model.state_dict()),
+                     'message_hub': hub.state_dict()}, str(path))
+
+
+def load_tool(name):
+    """Import tools/<name>.py as a module (the tools are scripts, not a package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f'tool_{name}', ROOT / 'tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cfg_options_argv(options):
+    """``{'a.b': 1}`` -> ``['a.b=1', ...]`` for --cfg-options."""
+    def fmt(v):
+        if isinstance(v, tuple):
+            return '(' + ','.join(str(x) for x in v) + ')'
+        return str(v)
+    return [f'{k}={fmt(v)}' for k, v in options.items()]

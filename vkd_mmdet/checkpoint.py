@@ -47,9 +47,36 @@ def _numpy_globals() -> List:
     return items
 
 
-def mmengine_safe_globals() -> List:
+def _history_buffer_getattr(obj, name):
+    """Stands in for ``builtins.getattr`` while unpickling.
+
+    A pickled ``HistoryBuffer`` refers to its statistics methods as
+    ``getattr(HistoryBuffer, 'mean')``. Allowing the real ``getattr`` would let a
+    crafted file reach any attribute of any allowed type, so only that one use
+    is resolved and everything else is refused.
+    """
     from mmengine.logging.history_buffer import HistoryBuffer
-    return [HistoryBuffer] + _numpy_globals()
+    statistics = {'min', 'max', 'mean', 'current'} | set(HistoryBuffer._statistics_methods)
+    if obj is HistoryBuffer and name in statistics:
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(
+        f'refusing getattr({getattr(obj, "__name__", type(obj).__name__)}, {name!r}) '
+        f'while loading a checkpoint: only HistoryBuffer statistics are allowed')
+
+
+def mmengine_safe_globals() -> List:
+    """Everything mmengine 0.10's own checkpoints pickle besides tensors."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+    return ([HistoryBuffer, (_history_buffer_getattr, 'builtins.getattr')]
+            + _numpy_globals())
+
+
+def _allowed_names() -> set:
+    names = set()
+    for item in mmengine_safe_globals():
+        obj, name = item if isinstance(item, tuple) else (item, None)
+        names.add(name or f'{obj.__module__}.{obj.__qualname__}')
+    return names
 
 
 def allow_mmengine_checkpoints() -> None:
@@ -59,6 +86,7 @@ def allow_mmengine_checkpoints() -> None:
 
 
 def _offending_globals(path: str) -> List[str]:
+    """Every global the file references that torch does not allow by default."""
     try:
         return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
     except Exception:  # noqa: BLE001 - only used to improve an error message
@@ -73,10 +101,15 @@ def safe_load(path: str, trust: bool = False, map_location='cpu'):
     if trust:
         return torch.load(path, map_location=map_location, weights_only=False)
     try:
-        with torch.serialization.safe_globals(mmengine_safe_globals()):
-            return torch.load(path, map_location=map_location, weights_only=True)
+        # Not the `safe_globals` context manager: on exit it would drop these
+        # types from the process-wide list that mmengine's own loads rely on.
+        allow_mmengine_checkpoints()
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        names = _offending_globals(path) or [str(exc).splitlines()[0]]
+        allowed = _allowed_names()
+        names = [n for n in _offending_globals(path) if n not in allowed]
+        names = names or [line.strip() for line in str(exc).splitlines()
+                          if 'refusing' in line or 'Unsupported' in line][:1] or [str(exc)]
         raise UntrustedCheckpointError(
             f'checkpoint {path} needs types outside the safe allow-list to load: '
             f'{names}. Loading it could run arbitrary code. If you made this file '

@@ -1,0 +1,111 @@
+"""End to end: tools/train.py on configs/vkd_retinanet_r50.py with real coco128 data,
+a teacher checkpoint saved here (no download possible), then the exported student
+in a plain MMDetection process."""
+import json
+import subprocess
+import sys
+
+import torch
+from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.hub import get_config
+from mmengine.runner import Runner
+
+from helpers import (ROOT, cfg_options_argv, coco128_options, data_root, load_tool,
+                     resize_options, save_mmengine_style_checkpoint)
+
+CONFIG = ROOT / 'configs' / 'vkd_retinanet_r50.py'
+
+
+class SnapshotHook(Hook):
+    """Copies the trainable weights right after init_weights, before step 1."""
+
+    def before_train(self, runner):
+        self.before = {k: v.detach().clone() for k, v in runner.model.state_dict().items()}
+
+
+def make_teacher_checkpoint(tmp_path, config_name):
+    from mmdet.registry import MODELS
+    teacher_cfg = get_config(config_name).model
+    teacher_cfg.backbone.init_cfg = None
+    torch.manual_seed(1)
+    teacher = MODELS.build(teacher_cfg)
+    teacher.init_weights()
+    path = tmp_path / 'teacher.pth'
+    save_mmengine_style_checkpoint(teacher, path)
+    return path, {k: v.clone() for k, v in teacher.state_dict().items()}
+
+
+PLAIN_MMDET_PREDICT = r'''
+import sys, numpy as np
+from mmdet.apis import init_detector, inference_detector
+model = init_detector(sys.argv[1], sys.argv[2], device='cpu')
+assert 'vkd_mmdet' not in sys.modules, 'the plugin must not be needed'
+res = inference_detector(model, sys.argv[3]).pred_instances
+np.savez(sys.argv[4], bboxes=res.bboxes.numpy(), scores=res.scores.numpy(),
+         labels=res.labels.numpy())
+'''
+
+
+def test_train_vkd_retinanet_r50_on_coco128(tmp_path):
+    teacher_ckpt, teacher_weights = make_teacher_checkpoint(
+        tmp_path, Config.fromfile(str(CONFIG)).model.teacher)
+    base = Config.fromfile(str(CONFIG))
+    options = {**coco128_options(), **resize_options(base, 256),
+               'model.teacher_ckpt': str(teacher_ckpt),
+               'model.student.backbone.init_cfg': None,
+               # an untrained student scores low: keep its top boxes to compare
+               'model.student.test_cfg.score_thr': 0.0}
+    train = load_tool('train')
+    argv = [str(CONFIG), '--work-dir', str(tmp_path / 'work'),
+            '--cfg-options', *cfg_options_argv(options)]
+    cfg = train.build_config(train.parse_args(argv))
+    runner = Runner.from_cfg(cfg)
+    snap = SnapshotHook()
+    runner.register_hook(snap, priority='VERY_HIGH')
+    runner.train()
+    model = runner.model
+
+    # The log has the VkD entries.
+    scalars = next((tmp_path / 'work').glob('*/vis_data/scalars.json')).read_text()
+    logged = [json.loads(line) for line in scalars.splitlines()]
+    keys = set().union(*logged)
+    assert {'loss_vkd_backbone', 'loss_vkd_neck', 'loss_cls', 'vkd_weight',
+            'vkd_orth_err_neck', 'vkd_orth_err_backbone'} <= keys, keys
+    assert all(0 < r['loss_vkd_neck'] < 1e3 for r in logged if 'loss_vkd_neck' in r)
+
+    # Student and projector weights moved; the teacher is bit-identical.
+    after = model.state_dict()
+    changed = lambda prefix: any(  # noqa: E731
+        not torch.equal(snap.before[k], after[k]) for k in after
+        if k.startswith(prefix) and after[k].is_floating_point())
+    assert changed('student.bbox_head') and changed('student.neck')
+    assert changed('distill_losses.neck') and changed('distill_losses.backbone')
+    teacher_now = model.teacher.state_dict()
+    assert all(torch.equal(teacher_weights[k], teacher_now[k]) for k in teacher_weights)
+    for name, proj in model.projectors().items():
+        assert proj.orthogonality_error() < 1e-5, name
+
+    # The training checkpoint holds no teacher weights.
+    ckpt = torch.load(tmp_path / 'work' / 'epoch_1.pth', map_location='cpu')
+    assert not any(k.startswith('teacher') for k in ckpt['state_dict'])
+
+    # The exported student loads in stock mmdet (no plugin) and predicts the same.
+    student_dir = tmp_path / 'work' / 'student'
+    assert (student_dir / 'student_epoch_1.pth').is_file()
+    image = sorted((data_root() / 'coco128' / 'train2017').glob('*.jpg'))[0]
+    out = tmp_path / 'plain.npz'
+    subprocess.run([sys.executable, '-c', PLAIN_MMDET_PREDICT,
+                    str(student_dir / 'student_config.py'),
+                    str(student_dir / 'student_final.pth'), str(image), str(out)],
+                   check=True, cwd=tmp_path)
+    from mmdet.apis import inference_detector
+    import numpy as np
+    model.cfg = cfg
+    model.eval()
+    ours = inference_detector(model, str(image)).pred_instances
+    theirs = np.load(out)
+    assert len(ours.scores) == len(theirs['scores']) > 0
+    np.testing.assert_allclose(ours.bboxes.numpy(), theirs['bboxes'], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(ours.scores.numpy(), theirs['scores'], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(ours.labels.numpy(), theirs['labels'])
