@@ -109,3 +109,35 @@ def test_train_vkd_retinanet_r50_on_coco128(tmp_path):
     np.testing.assert_allclose(ours.bboxes.numpy(), theirs['bboxes'], rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(ours.scores.numpy(), theirs['scores'], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(ours.labels.numpy(), theirs['labels'])
+
+    # tools/test.py evaluates the student of the training checkpoint (no teacher
+    # needed), tools/export_student.py exports the same weights, and --resume
+    # continues the run from mmengine's own checkpoint under torch's weights_only.
+    work = tmp_path / 'work'
+    argv_opts = cfg_options_argv(options)
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'test.py'), str(CONFIG),
+                           str(work / 'epoch_1.pth'), '--work-dir', str(tmp_path / 'test'),
+                           '--cfg-options', *argv_opts, 'model.teacher_ckpt=/nonexistent.pth'],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'coco/bbox_mAP' in proc.stdout + proc.stderr
+
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'export_student.py'),
+                           str(work / 'epoch_1.pth'), str(tmp_path / 'exp' / 'student.pth')],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exported = torch.load(tmp_path / 'exp' / 'student.pth', weights_only=True)
+    final = torch.load(student_dir / 'student_final.pth', weights_only=True)
+    assert exported['state_dict'].keys() == final['state_dict'].keys()
+    assert all(torch.equal(exported['state_dict'][k], final['state_dict'][k])
+               for k in final['state_dict'])
+    assert (tmp_path / 'exp' / 'student.py').is_file()
+
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'train.py'), str(CONFIG),
+                           '--work-dir', str(work), '--resume', str(work / 'epoch_1.pth'),
+                           '--cfg-options', *argv_opts, 'train_cfg.max_epochs=2'],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert 'resumed epoch: 1, iter: 2' in log, log[-3000:]
+    assert (work / 'epoch_2.pth').is_file()

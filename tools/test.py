@@ -1,0 +1,66 @@
+"""Evaluate a detector: the student of a VkD checkpoint, or a plain detector.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--cfg-options k=v ...]
+
+With a VkD config the student alone is built and evaluated (the teacher is not
+needed, nor downloaded); CHECKPOINT may be a training checkpoint or an exported
+student. With a plain MMDetection config this is MMDetection's tools/test.py.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
+
+import vkd_mmdet  # noqa: E402,F401
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+from vkd_mmdet.checkpoint import extract_state_dict, safe_load  # noqa: E402
+from vkd_mmdet.export import save_student, student_config  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Evaluate a (student) detector')
+    parser.add_argument('config')
+    parser.add_argument('checkpoint')
+    parser.add_argument('--work-dir')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def build_test_config(args) -> Config:
+    for path in (args.config, args.checkpoint):
+        if not osp.isfile(path):
+            raise SystemExit(f'test.py: {path} does not exist')
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
+        './work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    if cfg.model.get('type') == 'VkDDistiller':
+        # Student only: re-save its weights with plain keys and drop the teacher.
+        state = extract_state_dict(safe_load(args.checkpoint))
+        plain = osp.join(cfg.work_dir, 'student_for_test.pth')
+        save_student(plain, {f'student.{k}': v for k, v in state.items()})
+        cfg = student_config(cfg)
+        cfg.load_from = plain
+    return cfg
+
+
+def main(argv=None):
+    cfg = build_test_config(parse_args(argv))
+    runner = Runner.from_cfg(cfg)
+    return runner.test()
+
+
+if __name__ == '__main__':
+    main()
