@@ -35,9 +35,9 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.8',
     packages=find_packages(include=['vkd_mmdet', 'vkd_mmdet.*']),
-    # The plugin's configs ship inside the package (vkd_mmdet/.mim/configs links
-    # to configs/) so `_base_ = 'vkd_mmdet::...'` resolves like `mmdet::...`.
-    package_data={'vkd_mmdet': ['.mim/configs/*.py', '.mim/configs/**/*.py']},
+    # The plugin's configs ship inside the package (vkd_mmdet/configs/.mim/configs/vkd
+    # links to configs/) so `_base_ = 'vkd_mmdet::vkd/...'` resolves like `mmdet::...`.
+    package_data={'vkd_mmdet.configs': ['.mim/model-index.yml', '.mim/configs/vkd/*.py']},
     include_package_data=True,
     install_requires=read_stack(),
     extras_require={'tests': read_stack('tests')},

@@ -55,9 +55,16 @@ def test_plugin_config_inherits_mmdet_base_with_custom_imports(tmp_path):
         "custom_imports = dict(imports=['vkd_mmdet'], allow_failed_imports=False)\n")
     cfg = Config.fromfile(str(cfg_file))
     assert cfg.model.type == 'RetinaNet'
-    # The plugin's own configs ship inside the package.
-    cfg = Config.fromfile(str(ROOT / 'configs' / 'vkd_retinanet_r50.py'))
-    assert cfg.model.type == 'VkDDistiller'
+    # The plugin's own configs ship inside the package and can be inherited,
+    # and the result builds through mmengine's root registry (as a Runner does).
+    cfg_file.write_text("_base_ = 'vkd_mmdet::vkd/vkd_gfl_r50.py'\n"
+                        "model = dict(teacher_ckpt=None)\n")
+    cfg = Config.fromfile(str(cfg_file))
+    assert cfg.model.type == 'VkDDistiller' and cfg.model.student.type == 'GFL'
+    from mmengine.registry import HOOKS, MODELS
+    cfg.model.student.backbone.init_cfg = None
+    assert type(MODELS.build(cfg.model)).__name__ == 'VkDDistiller'
+    assert type(HOOKS.build(cfg.custom_hooks[-1])).__name__ == 'StudentExportHook'
 
 
 def test_setuptools_pin_holds_and_pkg_resources_imports():

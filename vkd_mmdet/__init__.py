@@ -15,6 +15,7 @@ from .checkpoint import allow_mmengine_checkpoints  # noqa: E402
 
 allow_mmengine_checkpoints()
 
+from . import registry  # noqa: E402,F401  (the `vkd_mmdet::` config scope)
 from .hooks import *  # noqa: E402,F401,F403
 from .models import *  # noqa: E402,F401,F403
 
