@@ -1,4 +1,5 @@
 """Test helpers: real data from ../shared/data and small real detectors."""
+import itertools
 import os
 from pathlib import Path
 
@@ -6,6 +7,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+_RUN_IDS = itertools.count()
 
 
 def data_root() -> Path:
@@ -45,6 +47,9 @@ def coco128_options(size=256, batch=2, images=4, val_images=4):
         'default_hooks.checkpoint.interval': 1,
         'env_cfg.cudnn_benchmark': False,
         'randomness.seed': 0,
+        # mmdet names its visualizer 'visualizer', a process-wide instance: a second
+        # Runner in the same process would log into the first one's folder.
+        'visualizer.name': f'visualizer-{next(_RUN_IDS)}',
     }
     return opts
 

@@ -43,3 +43,29 @@ def test_schedule_stops_distillation_in_a_real_run(small_pair, tmp_path):
     assert train[0]['loss_vkd_neck'] > 0 and train[1]['loss_vkd_neck'] > 0
     assert train[2]['loss_vkd_neck'] == 0.0
     assert all(r['vkd_orth_err_neck'] < 1e-5 for r in train)
+
+
+def test_amp_on_cpu_trains_with_finite_losses_and_orthogonal_projectors(small_pair, tmp_path):
+    from helpers import load_tool
+    student, teacher = small_pair
+    train = load_tool('train')
+    args = train.parse_args([str(ROOT / 'configs' / 'vkd_retinanet_r50.py'), '--amp',
+                             '--work-dir', str(tmp_path)])
+    cfg = train.build_config(args)
+    assert cfg.optim_wrapper.type == 'CPUAmpOptimWrapper'
+    cfg.merge_from_dict({**coco128_options(batch=2, images=4), **resize_options(cfg, 128)})
+    cfg.model = dict(type='VkDDistiller', student=copy.deepcopy(student),
+                     teacher=copy.deepcopy(teacher), taps=['backbone', 'neck'],
+                     probe_size=(128, 128))
+    cfg.log_processor.window_size = 1
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=100, save_last=False)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    records = [json.loads(line) for line in
+               next(tmp_path.glob('*/vis_data/scalars.json')).read_text().splitlines()]
+    train_recs = [r for r in records if 'loss' in r]
+    assert len(train_recs) == 2
+    for r in train_recs:
+        assert all(v == v and abs(v) < 1e6 for k, v in r.items() if k.startswith('loss'))
+    for proj in runner.model.projectors().values():
+        assert proj.orthogonality_error() < 1e-4

@@ -13,6 +13,7 @@ import sys
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 
+import torch  # noqa: E402
 import vkd_mmdet  # noqa: E402,F401  (registers the plugin, makes checkpoints loadable)
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
@@ -57,11 +58,13 @@ def build_config(args) -> Config:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
 
     if args.amp:
-        if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+        if cfg.optim_wrapper.get('type', 'OptimWrapper') in ('AmpOptimWrapper', 'CPUAmpOptimWrapper'):
             print('train.py: AMP is already enabled in the config')
-        else:
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        elif torch.cuda.is_available():
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'  # fp16 with dynamic loss scaling
             cfg.optim_wrapper.loss_scale = 'dynamic'
+        else:
+            cfg.optim_wrapper.type = 'CPUAmpOptimWrapper'  # bf16 autocast, no scaling
 
     if args.auto_scale_lr:
         if 'auto_scale_lr' in cfg and 'enable' in cfg.auto_scale_lr and \

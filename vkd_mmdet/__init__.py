@@ -18,5 +18,6 @@ allow_mmengine_checkpoints()
 from . import registry  # noqa: E402,F401  (the `vkd_mmdet::` config scope)
 from .hooks import *  # noqa: E402,F401,F403
 from .models import *  # noqa: E402,F401,F403
+from .optim import *  # noqa: E402,F401,F403
 
 __version__ = '0.1.0'
