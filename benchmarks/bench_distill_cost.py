@@ -47,9 +47,11 @@ def retinanet_r18_step():
     from mmengine.hub import get_config
     from mmdet.registry import MODELS
     from mmdet.structures import DetDataSample
+    from mmdet.utils import register_all_modules
     from mmengine.structures import InstanceData
     cfg = get_config('mmdet::retinanet/retinanet_r18_fpn_1x_coco.py')
     cfg.model.backbone.init_cfg = None
+    register_all_modules()
     model = MODELS.build(cfg.model).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     g = torch.Generator().manual_seed(0)
@@ -73,10 +75,11 @@ def retinanet_r18_step():
     return step
 
 
-def distill_side(orthogonal_map='qr'):
+def distill_side(fpn=True, c5=True):
     torch.manual_seed(0)
-    pairs = [(VkDLoss(256, 256, orthogonal_map=orthogonal_map), (256, s), (256, s)) for s in FPN_SIZES]
-    pairs.append((VkDLoss(512, 2048, orthogonal_map=orthogonal_map), (512, 10), (2048, 10)))
+    pairs = [(VkDLoss(256, 256), (256, s), (256, s)) for s in FPN_SIZES] if fpn else []
+    if c5:
+        pairs.append((VkDLoss(512, 2048), (512, 10), (2048, 10)))
     feats = [(torch.randn(B, cs, s, s, requires_grad=True), torch.randn(B, ct, s, s))
              for _, (cs, s), (ct, _) in pairs]
     params = [p for m, _, _ in pairs for p in m.parameters()]
@@ -87,6 +90,19 @@ def distill_side(orthogonal_map='qr'):
         opt.zero_grad()
         total.backward()
         opt.step()
+    return step
+
+
+def matmul_floor():
+    """Only the per-position projections (fwd+bwd): what any projection must pay."""
+    shapes = [(256, 256, s) for s in FPN_SIZES] + [(512, 2048, 10)]
+    xs = [torch.randn(B, ci, s, s, requires_grad=True) for ci, _, s in shapes]
+    ws = [torch.randn(co, ci, requires_grad=True) for ci, co, _ in shapes]
+
+    def step():
+        total = sum(torch.nn.functional.conv2d(x, w[:, :, None, None]).square().mean()
+                    for x, w in zip(xs, ws))
+        total.backward()
     return step
 
 
@@ -113,6 +129,11 @@ def main():
         t_distill += timed(step_distill, 3, warmup=1 if not t_distill else 0)
     r18 = statistics.median(t_r18)
     dist = statistics.median(t_distill)
+    parts = {
+        'FPN taps only (5 x 256->256)': statistics.median(timed(distill_side(c5=False), args.reps)),
+        'C5 tap only (512->2048)': statistics.median(timed(distill_side(fpn=False), args.reps)),
+        'projection matmuls alone (fwd+bwd, all taps)': statistics.median(timed(matmul_floor(), args.reps)),
+    }
 
     maps = {}
     for shape in [(256, 256), (512, 2048)]:
@@ -129,7 +150,7 @@ def main():
         batch=B, size=SIZE,
         retinanet_r18_step_s=r18, distill_side_s=dist, distill_fraction=dist / r18,
         distill_taps='5 FPN levels 256->256 + backbone C5 512->2048, standardize, smooth-L1, QR map',
-        map_fwd_bwd_s=maps,
+        map_fwd_bwd_s=maps, parts_s=parts,
         raw=dict(retinanet_r18_step_s=t_r18, distill_side_s=t_distill))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / 'distill_cost.json').write_text(json.dumps(result, indent=2))
@@ -139,7 +160,9 @@ def main():
         '| what | median time | share of R18 step |', '|---|---|---|',
         f'| RetinaNet-R18 training step, B={B}, {SIZE}px | {r18 * 1e3:.0f} ms | 100% |',
         f'| distillation side ({result["distill_taps"]}) | {dist * 1e3:.1f} ms | '
-        f'{100 * dist / r18:.2f}% |', '',
+        f'{100 * dist / r18:.2f}% |',
+    ] + [f'| {k} | {v * 1e3:.1f} ms | {100 * v / r18:.2f}% |' for k, v in parts.items()] + [
+        '',
         '| orthogonal map | forward+backward |', '|---|---|',
     ] + [f'| {k} | {v * 1e3:.1f} ms |' for k, v in maps.items()]
     (RESULTS / 'distill_cost.md').write_text('\n'.join(lines) + '\n')

@@ -27,15 +27,19 @@ def standardize(x: torch.Tensor, channel_dim: int = 1, eps: float = 1e-6) -> tor
     This is the detection setting of VkD. A constant channel maps to 0; the
     small ``eps`` keeps its gradient finite without biasing low-variance channels.
     """
-    rows, restore = _as_rows(x, channel_dim)
-    var, mean = torch.var_mean(rows, dim=0, correction=0, keepdim=True)
-    return restore((rows - mean) * torch.rsqrt(var + eps))
+    # Reduce over every other dim in place: no channels-last copy of a big map.
+    x = x.float()
+    cdim = channel_dim % x.dim()
+    dims = tuple(d for d in range(x.dim()) if d != cdim)
+    var, mean = torch.var_mean(x, dim=dims, correction=0, keepdim=True)
+    return (x - mean) * torch.rsqrt(var + eps)
 
 
 def layer_norm(x: torch.Tensor, channel_dim: int = 1, eps: float = 1e-5) -> torch.Tensor:
     """Per position, over channels: mean 0, std 1, no affine (classification)."""
-    rows, restore = _as_rows(x, channel_dim)
-    return restore(torch.nn.functional.layer_norm(rows, rows.shape[-1:], eps=eps))
+    x = x.float()
+    var, mean = torch.var_mean(x, dim=channel_dim, correction=0, keepdim=True)
+    return (x - mean) * torch.rsqrt(var + eps)
 
 
 def whiten(x: torch.Tensor, channel_dim: int = 1, eps: float = 1e-5) -> torch.Tensor:
