@@ -57,6 +57,9 @@ def build_config(args) -> Config:
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
 
+    if args.launcher == 'pytorch' and not torch.cuda.is_available():
+        setup_cpu_distributed(cfg)
+
     if args.amp:
         if cfg.optim_wrapper.get('type', 'OptimWrapper') in ('AmpOptimWrapper', 'CPUAmpOptimWrapper'):
             print('train.py: AMP is already enabled in the config')
@@ -83,6 +86,26 @@ def build_config(args) -> Config:
         cfg.resume = True
         cfg.load_from = args.resume
     return cfg
+
+
+def setup_cpu_distributed(cfg: Config) -> None:
+    """torchrun without GPUs: gloo instead of NCCL, DDP without device ids.
+
+    mmengine 0.10.7's ``init_dist`` calls ``torch.cuda.set_device`` unconditionally
+    and its DDP wrapper passes ``device_ids=[LOCAL_RANK]``; both fail on a CPU-only
+    torch. The process group is created here with PyTorch's own env:// rendezvous
+    (set by torchrun), which mmengine then reuses.
+    """
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+    print(f'train.py: no GPU; rank {dist.get_rank()}/{dist.get_world_size()} uses the gloo backend')
+    cfg.env_cfg.dist_cfg = dict(cfg.env_cfg.get('dist_cfg', {}), backend='gloo')
+    wrapper = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel', broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
 
 
 def main(argv=None):

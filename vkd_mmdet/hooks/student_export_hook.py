@@ -2,6 +2,7 @@
 import os.path as osp
 from typing import Optional
 
+from mmengine.dist import master_only
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.model import is_model_wrapper
 from mmengine.runner import get_state_dict
@@ -47,6 +48,7 @@ class StudentExportHook(Hook):
     def _model(runner):
         return runner.model.module if is_model_wrapper(runner.model) else runner.model
 
+    @master_only  # one writer in distributed training
     def _export(self, runner, name: str, state_dict, epoch: int, it: int):
         path = osp.join(self.out_dir, name)
         save_student(path, state_dict, runner.cfg, self._meta(runner, epoch, it),
