@@ -86,9 +86,17 @@ def test_train_vkd_retinanet_r50_on_coco128(tmp_path):
     for name, proj in model.projectors().items():
         assert proj.orthogonality_error() < 1e-5, name
 
-    # The training checkpoint holds no teacher weights.
-    ckpt = torch.load(tmp_path / 'work' / 'epoch_1.pth', map_location='cpu')
+    # The training checkpoint holds no teacher weights: its size is the student,
+    # the projectors and the SGD momentum of the trainable parameters.
+    ckpt_path = tmp_path / 'work' / 'epoch_1.pth'
+    ckpt = torch.load(ckpt_path, map_location='cpu')
     assert not any(k.startswith('teacher') for k in ckpt['state_dict'])
+    weights = sum(v.numel() * v.element_size() for v in model.state_dict().values())
+    momentum = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    teacher = sum(v.numel() * v.element_size() for v in teacher_weights.values())
+    size = ckpt_path.stat().st_size
+    assert abs(size - (weights + momentum)) / (weights + momentum) < 0.03, (size, weights, momentum)
+    assert size < teacher  # an X101 teacher alone would be larger than all of it
 
     # The exported student loads in stock mmdet (no plugin) and predicts the same.
     student_dir = tmp_path / 'work' / 'student'

@@ -1,0 +1,71 @@
+"""A run killed with SIGKILL and restarted with --resume ends where an
+uninterrupted run ends (deterministic mode), through tools/train.py."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from helpers import ROOT, cfg_options_argv, coco128_options, small_pair
+from vkd_mmdet.checkpoint import safe_load
+
+
+def write_config(tmp_path):
+    student, teacher = small_pair()
+    path = tmp_path / 'resume_cfg.py'
+    path.write_text(
+        f"_base_ = '{ROOT / 'configs' / 'vkd_retinanet_r50.py'}'\n"
+        f"model = dict(_delete_=True, type='VkDDistiller', student={student!r},\n"
+        f"             teacher={teacher!r}, taps=['backbone', 'neck'], probe_size=(128, 128))\n"
+        f"custom_hooks = [dict(type='DistillWeightScheduleHook', warmup_iters=6),\n"
+        f"                dict(type='StudentExportHook')]\n")
+    return path
+
+
+def train_cmd(config, work_dir, *extra):
+    options = {**coco128_options(batch=2, images=6),
+               'train_dataloader.dataset.pipeline.2.scale': (160, 160),
+               # RandomFlip draws from numpy's global RNG, which no checkpoint restores.
+               'train_dataloader.dataset.pipeline.3.prob': 0.0,
+               'train_cfg.max_epochs': 3, 'randomness.deterministic': True}
+    return [sys.executable, str(ROOT / 'tools' / 'train.py'), str(config), '--work-dir',
+            str(work_dir), *extra, '--cfg-options', *cfg_options_argv(options)]
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
+    config = write_config(tmp_path)
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    full = tmp_path / 'full'
+    subprocess.run(train_cmd(config, full), check=True, capture_output=True, cwd=tmp_path,
+                   env=env, timeout=600)
+
+    crashed = tmp_path / 'crashed'
+    proc = subprocess.Popen(train_cmd(config, crashed), cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    # mmengine writes `last_checkpoint` only after epoch_1.pth is complete.
+    while not (crashed / 'last_checkpoint').exists():
+        assert proc.poll() is None and time.monotonic() < deadline, 'no checkpoint written'
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (crashed / 'epoch_3.pth').exists()
+
+    resumed = subprocess.run(train_cmd(config, crashed, '--resume'), capture_output=True,
+                             text=True, cwd=tmp_path, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert 'resumed epoch: 1' in resumed.stdout + resumed.stderr
+
+    a = safe_load(str(full / 'epoch_3.pth'))
+    b = safe_load(str(crashed / 'epoch_3.pth'))
+    assert a['state_dict'].keys() == b['state_dict'].keys()
+    assert any(k.startswith('distill_losses.') for k in a['state_dict'])
+    for k in a['state_dict']:
+        torch.testing.assert_close(a['state_dict'][k], b['state_dict'][k], rtol=1e-4, atol=1e-5,
+                                   msg=k)
+    # Optimizer state (momentum) came back too.
+    for sa, sb in zip(a['optimizer']['state'].values(), b['optimizer']['state'].values()):
+        torch.testing.assert_close(sa['momentum_buffer'], sb['momentum_buffer'],
+                                   rtol=1e-4, atol=1e-5)
