@@ -176,3 +176,15 @@ def test_teacher_checkpoint_mismatch_fails_with_counts(small_pair, tmp_path):
         build(small_pair, teacher_ckpt=str(ckpt))
     with pytest.raises(FileNotFoundError, match='does not exist'):
         build(small_pair, teacher_ckpt=str(tmp_path / 'nope.pth'))
+
+
+def test_nonfinite_student_loss_stops_before_the_weights_change(small_pair):
+    model = build(small_pair)
+    model.train()
+    hook = model.student.neck.register_forward_pre_hook(
+        lambda m, args: (tuple(x * float('inf') for x in args[0]), ))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(FloatingPointError, match="student's own losses are non-finite.*--resume"):
+        model.loss(*detection_batch(model))
+    hook.remove()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -190,6 +190,7 @@ class VkDDistiller(BaseDetector):
     def loss(self, batch_inputs: torch.Tensor, batch_data_samples) -> dict:
         with self.student_recorder.record() as s_out:
             losses = self.student.loss(batch_inputs, batch_data_samples)
+        _check_student_losses(losses)
         weight = float(self.distill_weight)
         if weight == 0.0:
             # Distillation off: zero terms keep every projector in the graph, so
@@ -254,6 +255,24 @@ def _warn_on_preprocessing_mismatch(student: dict, teacher: dict):
             f'{diff} (student, teacher). The teacher sees the student\'s '
             f'preprocessed input, unlike in its own training; prefer a teacher '
             f'trained with the same normalisation.')
+
+
+def _check_student_losses(losses: dict):
+    """Stop before a non-finite student loss reaches the weights (and a checkpoint).
+
+    A bad distillation term is skipped (the student can still learn from its
+    own loss); a bad student loss cannot be, so training stops here, with the
+    weights and the last checkpoint still intact.
+    """
+    values = [v for k, v in losses.items() if 'loss' in k
+              for v in (v if isinstance(v, (list, tuple)) else [v])]
+    if values and not torch.isfinite(torch.stack([v.detach().float().sum() for v in values])).all():
+        bad = {k: [float(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
+               for k, v in losses.items() if 'loss' in k}
+        raise FloatingPointError(
+            f"VkDDistiller: the student's own losses are non-finite ({bad}); stopping "
+            f"before the weights become NaN. The last checkpoint is intact: lower the "
+            f"learning rate (or enable gradient clipping) and --resume.")
 
 
 def _zero_like_params(module: nn.Module) -> torch.Tensor:
