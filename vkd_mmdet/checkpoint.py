@@ -119,7 +119,7 @@ def safe_load(path: str, trust: bool = False, map_location='cpu'):
 
 def fetch(url_or_path: str, timeout: float = 15.0) -> str:
     """A local file for ``url_or_path``; URLs go to torch's hub cache once."""
-    if not urllib.parse.urlparse(url_or_path).scheme in ('http', 'https'):
+    if urllib.parse.urlparse(url_or_path).scheme not in ('http', 'https'):
         if not osp.isfile(url_or_path):
             raise FileNotFoundError(f'checkpoint file {url_or_path} does not exist')
         if not os.access(url_or_path, os.R_OK):
