@@ -140,3 +140,10 @@ def cfg_options_argv(options):
             return '(' + ','.join(str(x) for x in v) + ')'
         return str(v)
     return [f'{k}={fmt(v)}' for k, v in options.items()]
+
+
+def read_scalars(work_dir):
+    """The records mmengine's LocalVisBackend wrote to <work_dir>/<ts>/vis_data/scalars.json."""
+    import json
+    path = next(Path(work_dir).glob('*/vis_data/scalars.json'))
+    return [json.loads(line) for line in path.read_text().splitlines()]

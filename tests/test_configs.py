@@ -1,12 +1,11 @@
 """Every shipped config builds and trains two iterations on coco128 through the CLI."""
-import json
 import subprocess
 import sys
 
 import pytest
 from mmengine.config import Config
 
-from helpers import ROOT, cfg_options_argv, coco128_options, resize_options
+from helpers import ROOT, read_scalars, cfg_options_argv, coco128_options, resize_options
 
 CONFIGS = ['vkd_retinanet_r50.py', 'vkd_faster-rcnn_r50.py', 'vkd_fcos_r50.py',
            'vkd_gfl_r50.py']
@@ -25,8 +24,7 @@ def test_config_trains_two_iterations_via_cli(name, tmp_path):
          '--work-dir', str(tmp_path), '--cfg-options', *cfg_options_argv(options)],
         capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    records = [json.loads(line) for line in
-               next(tmp_path.glob('*/vis_data/scalars.json')).read_text().splitlines()]
+    records = read_scalars(tmp_path)
     train = [r for r in records if 'loss_vkd_neck' in r]
     assert [r['iter'] for r in train] == [1, 2]
     assert all(r['loss_vkd_neck'] > 0 and r['loss'] > r['loss_vkd_neck'] for r in train)

@@ -6,7 +6,7 @@ import json
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from helpers import ROOT, coco128_options, data_root, resize_options
+from helpers import ROOT, read_scalars, coco128_options, data_root, resize_options
 
 CLASSES = ('mask_weared_incorrect', 'with_mask', 'without_mask')
 
@@ -42,8 +42,7 @@ def test_degenerate_boxes_and_empty_images_train(small_pair, tmp_path):
     runner = Runner.from_cfg(cfg)
     runner.train()
     assert len(runner.train_dataloader.dataset) == len(images) + 1
-    records = [json.loads(line) for line in
-               next((tmp_path / 'work').glob('*/vis_data/scalars.json')).read_text().splitlines()]
+    records = read_scalars(tmp_path / 'work')
     losses = [r for r in records if 'loss' in r]
     assert len(losses) == (len(images) + 2) // 2
     for r in losses:

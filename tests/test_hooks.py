@@ -1,12 +1,11 @@
 """Hooks inside a real mmengine Runner on coco128."""
 import copy
-import json
 
 import pytest
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from helpers import ROOT, coco128_options, resize_options
+from helpers import ROOT, read_scalars, coco128_options, resize_options
 from vkd_mmdet.hooks import DistillWeightScheduleHook
 
 
@@ -36,8 +35,7 @@ def test_schedule_stops_distillation_in_a_real_run(small_pair, tmp_path):
     cfg.log_processor.window_size = 1  # log each iteration's loss, not a running mean
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=100, save_last=False)
     Runner.from_cfg(cfg).train()
-    records = [json.loads(line) for line in
-               next(tmp_path.glob('*/vis_data/scalars.json')).read_text().splitlines()]
+    records = read_scalars(tmp_path)
     train = [r for r in records if 'loss_vkd_neck' in r]
     assert [r['vkd_weight'] for r in train] == [0.5, 1.0, 0.0]
     assert train[0]['loss_vkd_neck'] > 0 and train[1]['loss_vkd_neck'] > 0
@@ -61,8 +59,7 @@ def test_amp_on_cpu_trains_with_finite_losses_and_orthogonal_projectors(small_pa
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=100, save_last=False)
     runner = Runner.from_cfg(cfg)
     runner.train()
-    records = [json.loads(line) for line in
-               next(tmp_path.glob('*/vis_data/scalars.json')).read_text().splitlines()]
+    records = read_scalars(tmp_path)
     train_recs = [r for r in records if 'loss' in r]
     assert len(train_recs) == 2
     for r in train_recs:

@@ -1,7 +1,6 @@
 """End to end: tools/train.py on configs/vkd_retinanet_r50.py with real coco128 data,
 a teacher checkpoint saved here (no download possible), then the exported student
 in a plain MMDetection process."""
-import json
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ from mmengine.hub import get_config
 from mmengine.runner import Runner
 
 from helpers import (ROOT, cfg_options_argv, coco128_options, data_root, load_tool,
-                     resize_options, save_mmengine_style_checkpoint)
+                     read_scalars, resize_options, save_mmengine_style_checkpoint)
 
 CONFIG = ROOT / 'configs' / 'vkd_retinanet_r50.py'
 
@@ -67,8 +66,7 @@ def test_train_vkd_retinanet_r50_on_coco128(tmp_path):
     model = runner.model
 
     # The log has the VkD entries.
-    scalars = next((tmp_path / 'work').glob('*/vis_data/scalars.json')).read_text()
-    logged = [json.loads(line) for line in scalars.splitlines()]
+    logged = read_scalars(tmp_path / 'work')
     keys = set().union(*logged)
     assert {'loss_vkd_backbone', 'loss_vkd_neck', 'loss_cls', 'vkd_weight',
             'vkd_orth_err_neck', 'vkd_orth_err_backbone'} <= keys, keys
