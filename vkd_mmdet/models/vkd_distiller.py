@@ -7,6 +7,7 @@ from typing import Dict, List, Optional, Union
 import torch
 import torch.nn as nn
 from mmengine.config import Config, ConfigDict
+from mmengine.dist import all_reduce, is_distributed
 from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope
 from mmengine.structures import InstanceData
@@ -262,17 +263,24 @@ def _check_student_losses(losses: dict):
 
     A bad distillation term is skipped (the student can still learn from its
     own loss); a bad student loss cannot be, so training stops here, with the
-    weights and the last checkpoint still intact.
+    weights and the last checkpoint still intact. Under DDP the verdict is
+    all-reduced, so every rank stops together instead of the others hanging.
     """
     values = [v for k, v in losses.items() if 'loss' in k
               for v in (v if isinstance(v, (list, tuple)) else [v])]
-    if values and not torch.isfinite(torch.stack([v.detach().float().sum() for v in values])).all():
+    if not values:
+        return
+    finite = torch.isfinite(torch.stack([v.detach().float().sum() for v in values])).all().float()
+    if is_distributed():
+        all_reduce(finite, op='min')
+    if finite.item() < 1:
         bad = {k: [float(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
                for k, v in losses.items() if 'loss' in k}
         raise FloatingPointError(
-            f"VkDDistiller: the student's own losses are non-finite ({bad}); stopping "
-            f"before the weights become NaN. The last checkpoint is intact: lower the "
-            f"learning rate (or enable gradient clipping) and --resume.")
+            f"VkDDistiller: the student's own losses are non-finite on some rank "
+            f"(here: {bad}); stopping before the weights become NaN. The last "
+            f"checkpoint is intact: lower the learning rate (or enable gradient "
+            f"clipping) and --resume.")
 
 
 def _zero_like_params(module: nn.Module) -> torch.Tensor:
