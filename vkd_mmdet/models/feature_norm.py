@@ -10,6 +10,11 @@ import torch
 NORMS = ('standardize', 'layernorm', 'whiten', 'none')
 
 
+def default_channel_dim(x: torch.Tensor) -> int:
+    """Channels of ``(N, C, H, W)`` maps are dim 1; of ``(N, L, C)``/``(N, C)``, the last."""
+    return 1 if x.dim() == 4 else -1
+
+
 def _as_rows(x: torch.Tensor, channel_dim: int):
     """``x`` as a float32 ``(M, C)`` matrix plus a function that undoes it."""
     moved = x.movedim(channel_dim, -1)

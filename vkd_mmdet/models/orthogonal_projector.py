@@ -14,6 +14,8 @@ from torch.nn.utils.parametrizations import orthogonal as torch_orthogonal
 
 from mmdet.registry import MODELS
 
+from .feature_norm import default_channel_dim
+
 
 class QROrthogonal(nn.Module):
     """Parametrization ``A -> Q`` of the Stiefel manifold through a QR decomposition.
@@ -129,9 +131,7 @@ class OrthogonalProjector(nn.Module):
         return (gram - eye).abs().max().item()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cdim = self.channel_dim
-        if cdim is None:
-            cdim = 1 if x.dim() == 4 else -1
+        cdim = self.channel_dim if self.channel_dim is not None else default_channel_dim(x)
         if x.shape[cdim] != self.in_channels:
             raise ValueError(f'OrthogonalProjector expects {self.in_channels} channels '
                              f'in dim {cdim}, got input of shape {tuple(x.shape)}')

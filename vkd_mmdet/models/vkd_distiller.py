@@ -17,6 +17,7 @@ from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 
 from ..checkpoint import load_teacher_checkpoint
+from .feature_norm import default_channel_dim
 from .feature_recorder import FeatureRecorder
 from .taps import TapSpec, feature_levels, parse_taps, select_levels
 from .vkd_loss import VkDLoss
@@ -175,9 +176,9 @@ class VkDDistiller(BaseDetector):
 
     @staticmethod
     def _build_tap_losses(spec: TapSpec, s_feats, t_feats) -> nn.ModuleList:
-        cdim = lambda f: 1 if f.dim() == 4 else -1  # noqa: E731
         return nn.ModuleList([
-            VkDLoss(s.shape[cdim(s)], t.shape[cdim(t)], **spec.loss_cfg)
+            VkDLoss(s.shape[default_channel_dim(s)], t.shape[default_channel_dim(t)],
+                    **spec.loss_cfg)
             for s, t in zip(s_feats, t_feats)
         ])
 

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from mmdet.registry import MODELS
 
-from .feature_norm import NORMS, normalize
+from .feature_norm import NORMS, default_channel_dim, normalize
 from .orthogonal_projector import OrthogonalProjector
 
 LOSSES = {
@@ -113,7 +113,7 @@ class VkDLoss(nn.Module):
         student, teacher = self._aligned(student, teacher)
         with torch.autocast(student.device.type, enabled=False):
             projected = self.projector(student.float())
-            cdim = 1 if projected.dim() == 4 else -1
+            cdim = default_channel_dim(projected)
             if projected.shape[cdim] != teacher.shape[cdim]:
                 raise ValueError(f'VkDLoss: projected student has {projected.shape[cdim]} '
                                  f'channels, teacher has {teacher.shape[cdim]}')
