@@ -1,6 +1,7 @@
 """End to end: tools/train.py on configs/vkd_retinanet_r50.py with real coco128 data,
 a teacher checkpoint saved here (no download possible), then the exported student
 in a plain MMDetection process."""
+import re
 import subprocess
 import sys
 
@@ -121,12 +122,24 @@ def test_train_vkd_retinanet_r50_on_coco128(tmp_path):
     # continues the run from mmengine's own checkpoint under torch's weights_only.
     work = tmp_path / 'work'
     argv_opts = cfg_options_argv(options)
-    proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'test.py'), str(CONFIG),
-                           str(work / 'epoch_1.pth'), '--work-dir', str(tmp_path / 'test'),
-                           '--cfg-options', *argv_opts, 'model.teacher_ckpt=/nonexistent.pth'],
-                          capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert 'coco/bbox_mAP' in proc.stdout + proc.stderr
+    def evaluate(checkpoint):
+        proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'test.py'), str(CONFIG),
+                               str(checkpoint), '--work-dir', str(tmp_path / 'test'),
+                               '--cfg-options', *argv_opts, 'model.teacher_ckpt=/nonexistent.pth'],
+                              capture_output=True, text=True, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        log = proc.stdout + proc.stderr
+        found = re.search(r'coco/bbox_mAP: (-?[\d.]+)', log)
+        assert found, log[-3000:]
+        return float(found.group(1)), log
+
+    # The training checkpoint is reduced to its student; an exported student
+    # loads as it is. Both are the same weights, so both score the same.
+    map_train, log = evaluate(work / 'epoch_1.pth')
+    assert 'Load checkpoint from ' + str(tmp_path / 'test' / 'student_for_test.pth') in log
+    map_export, log = evaluate(student_dir / 'student_final.pth')
+    assert 'Load checkpoint from ' + str(student_dir / 'student_final.pth') in log
+    assert map_train == map_export
 
     proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'export_student.py'),
                            str(work / 'epoch_1.pth'), str(tmp_path / 'exp' / 'student.pth')],

@@ -17,8 +17,8 @@ import vkd_mmdet  # noqa: E402,F401
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from vkd_mmdet.checkpoint import extract_state_dict, safe_load  # noqa: E402
-from vkd_mmdet.export import save_student, student_config  # noqa: E402
+from vkd_mmdet.checkpoint import safe_load  # noqa: E402
+from vkd_mmdet.export import STUDENT_PREFIX, save_student, student_config  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -45,14 +45,15 @@ def build_test_config(args) -> Config:
         cfg.merge_from_dict(args.cfg_options)
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         './work_dirs', osp.splitext(osp.basename(args.config))[0])
-    cfg.load_from = args.checkpoint
+    load_from = args.checkpoint
     if cfg.model.get('type') == 'VkDDistiller':
-        # Student only: re-save its weights with plain keys and drop the teacher.
-        state = extract_state_dict(safe_load(args.checkpoint))
-        plain = osp.join(cfg.work_dir, 'student_for_test.pth')
-        save_student(plain, {f'student.{k}': v for k, v in state.items()})
+        # Student only; the teacher is never built. An exported student loads
+        # as it is, a training checkpoint is first reduced to its student.
         cfg = student_config(cfg)
-        cfg.load_from = plain
+        state = safe_load(args.checkpoint).get('state_dict', {})
+        if any(k.startswith(STUDENT_PREFIX) for k in state):
+            load_from = save_student(osp.join(cfg.work_dir, 'student_for_test.pth'), state)
+    cfg.load_from = load_from
     return cfg
 
 

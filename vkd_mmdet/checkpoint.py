@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .export import STUDENT_PREFIX, student_state_dict
+
 __all__ = ['allow_mmengine_checkpoints', 'safe_load', 'load_teacher_checkpoint',
            'UntrustedCheckpointError', 'CheckpointMismatchError']
 
@@ -153,8 +155,8 @@ def extract_state_dict(ckpt) -> 'OrderedDict[str, torch.Tensor]':
     if not isinstance(state, dict) or not any(torch.is_tensor(v) for v in state.values()):
         raise CheckpointMismatchError('the checkpoint holds no state dict of tensors')
     state = OrderedDict((k[7:] if k.startswith('module.') else k, v) for k, v in state.items())
-    if any(k.startswith('student.') for k in state):
-        state = OrderedDict((k[8:], v) for k, v in state.items() if k.startswith('student.'))
+    if any(k.startswith(STUDENT_PREFIX) for k in state):
+        state = student_state_dict(state)
     return state
 
 
