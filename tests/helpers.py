@@ -64,30 +64,10 @@ def resize_options(cfg, size):
     return opts
 
 
-def small_detector(config='mmdet::retinanet/retinanet_r18_fpn_1x_coco.py', fpn=64,
-                   num_classes=80, depth=None):
-    """A real mmdet detector config dict, shrunk for CPU tests, no pretrained init."""
-    from mmengine.hub import get_config
-    cfg = get_config(config)
-    model = cfg.model
-    model.backbone.init_cfg = None
-    if depth is not None:
-        model.backbone.depth = depth
-        model.neck.in_channels = [256, 512, 1024, 2048] if depth >= 50 else [64, 128, 256, 512]
-    model.neck.out_channels = fpn
-    if 'bbox_head' in model:
-        model.bbox_head.in_channels = fpn
-        model.bbox_head.feat_channels = fpn
-        model.bbox_head.stacked_convs = 1
-        model.bbox_head.num_classes = num_classes
-    return model.to_dict()
-
-
 def small_pair():
     """(student, teacher) configs: RetinaNet R18/FPN-64 and R50/FPN-128."""
-    student = small_detector(fpn=64)
-    teacher = small_detector(fpn=128, depth=50)
-    return student, teacher
+    from vkd_mmdet.demo import small_retinanet
+    return small_retinanet(18, fpn=64), small_retinanet(50, fpn=128)
 
 
 def detection_batch(model, n=2, size=128, seed=0):

@@ -21,17 +21,9 @@ sys.path.insert(0, str(ROOT))
 
 import vkd_mmdet  # noqa: E402,F401
 from mmengine.config import Config  # noqa: E402
-from mmengine.hub import get_config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-
-def small_retinanet(depth: int, fpn: int) -> dict:
-    model = get_config('mmdet::retinanet/retinanet_r18_fpn_1x_coco.py').model
-    model.backbone.update(depth=depth, init_cfg=None)
-    model.neck.in_channels = [256, 512, 1024, 2048] if depth >= 50 else [64, 128, 256, 512]
-    model.neck.out_channels = fpn
-    model.bbox_head.update(in_channels=fpn, feat_channels=fpn, stacked_convs=2)
-    return model.to_dict()
+from vkd_mmdet.demo import small_retinanet  # noqa: E402
 
 
 def main(argv=None):
@@ -47,8 +39,8 @@ def main(argv=None):
     images = 4 if args.quick else args.images
 
     cfg = Config.fromfile(str(ROOT / 'configs' / 'vkd_retinanet_r50.py'))
-    cfg.model = dict(type='VkDDistiller', student=small_retinanet(18, 64),
-                     teacher=small_retinanet(50, 128), teacher_ckpt=None,
+    cfg.model = dict(type='VkDDistiller', student=small_retinanet(18, 64, stacked_convs=2),
+                     teacher=small_retinanet(50, 128, stacked_convs=2), teacher_ckpt=None,
                      taps=['backbone', 'neck'], probe_size=(256, 256))
     for split in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         ds = cfg[split].dataset

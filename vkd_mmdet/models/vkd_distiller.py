@@ -267,16 +267,17 @@ def _check_student_losses(losses: dict):
     weights and the last checkpoint still intact. Under DDP the verdict is
     all-reduced, so every rank stops together instead of the others hanging.
     """
-    values = [v for k, v in losses.items() if 'loss' in k
-              for v in (v if isinstance(v, (list, tuple)) else [v])]
+    # mmdet heads return a tensor or a list of per-level tensors per key.
+    student = {k: list(v) if isinstance(v, (list, tuple)) else [v]
+               for k, v in losses.items() if 'loss' in k}
+    values = [v.detach().float().sum() for vs in student.values() for v in vs]
     if not values:
         return
-    finite = torch.isfinite(torch.stack([v.detach().float().sum() for v in values])).all().float()
+    finite = torch.isfinite(torch.stack(values)).all().float()
     if is_distributed():
         all_reduce(finite, op='min')
     if finite.item() < 1:
-        bad = {k: [float(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
-               for k, v in losses.items() if 'loss' in k}
+        bad = {k: [float(v) for v in vs] for k, vs in student.items()}
         raise FloatingPointError(
             f"VkDDistiller: the student's own losses are non-finite on some rank "
             f"(here: {bad}); stopping before the weights become NaN. The last "
