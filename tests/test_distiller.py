@@ -188,3 +188,20 @@ def test_nonfinite_student_loss_stops_before_the_weights_change(small_pair):
         model.loss(*detection_batch(model))
     hook.remove()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_level_reduction_mean_divides_the_tap_sum_by_its_level_count(small_pair):
+    summed = build(small_pair)
+    averaged = build(small_pair, tap_defaults=dict(level_reduction='mean'))
+    averaged.load_state_dict(summed.state_dict())
+    summed.train()
+    averaged.train()
+    inputs, samples = detection_batch(summed)
+    torch.manual_seed(0)
+    a = summed.loss(inputs, samples)['loss_vkd_neck']
+    torch.manual_seed(0)
+    b = averaged.loss(inputs, samples)['loss_vkd_neck']
+    assert len(summed.distill_losses['neck']) == 5
+    torch.testing.assert_close(b, a / 5)
+    with pytest.raises(ValueError, match="level_reduction='max'"):
+        build(small_pair, taps=[dict(module='neck', level_reduction='max')])

@@ -16,7 +16,11 @@ DEFAULT_TAP_LOSS = dict(loss_weight=4.0, norm='standardize', loss='smooth_l1',
 LOSS_KEYS = tuple(p for p in inspect.signature(VkDLoss.__init__).parameters
                   if p not in ('self', 'student_channels', 'teacher_channels'))
 SPEC_KEYS = ('name', 'module', 'student', 'teacher', 'levels', 'student_levels',
-             'teacher_levels')
+             'teacher_levels', 'level_reduction')
+# How a tap's per-level losses combine: 'sum' (the official code) or 'mean' (the
+# tap's weight then does not grow with the number of levels).
+LEVEL_REDUCTIONS = ('sum', 'mean')
+DEFAULT_LEVEL_REDUCTION = 'sum'
 _TAP_RE = re.compile(r'^([A-Za-z_][\w.]*)(?:\[(\d+(?:\s*,\s*\d+)*)\])?$')
 
 
@@ -33,6 +37,7 @@ class TapSpec:
     student_levels: Optional[List[int]] = None
     teacher_levels: Optional[List[int]] = None
     loss_cfg: dict = field(default_factory=dict)
+    level_reduction: str = DEFAULT_LEVEL_REDUCTION
 
     @property
     def key(self) -> str:
@@ -56,6 +61,8 @@ def parse_taps(taps: Union[str, dict, Sequence], defaults: Optional[dict] = None
     if isinstance(taps, (str, dict)):
         taps = [taps]
     base = dict(DEFAULT_TAP_LOSS, **(defaults or {}))
+    base_reduction = _level_reduction(base.pop('level_reduction', DEFAULT_LEVEL_REDUCTION),
+                                      'tap_defaults')
     _check_loss_keys(base, 'tap_defaults')
     specs = []
     for i, tap in enumerate(taps):
@@ -77,15 +84,23 @@ def parse_taps(taps: Union[str, dict, Sequence], defaults: Optional[dict] = None
         s_levels = tap.pop('student_levels', s_levels if levels is None else levels)
         t_levels = tap.pop('teacher_levels', t_levels if levels is None else levels)
         name = tap.pop('name', student if student == teacher else f'{student}-{teacher}')
+        reduction = _level_reduction(tap.pop('level_reduction', base_reduction), f'tap {where}')
         _check_loss_keys(tap, f'tap {where}')
         specs.append(TapSpec(name=name, student=student, teacher=teacher,
                              student_levels=s_levels, teacher_levels=t_levels,
-                             loss_cfg=dict(base, **tap)))
+                             loss_cfg=dict(base, **tap), level_reduction=reduction))
     keys = [s.key for s in specs]
     dupes = sorted({k for k in keys if keys.count(k) > 1})
     if dupes:
         raise ValueError(f'VkD taps: duplicate tap names {dupes}; give each a distinct `name`')
     return specs
+
+
+def _level_reduction(value: str, where: str) -> str:
+    if value not in LEVEL_REDUCTIONS:
+        raise ValueError(f"VkD {where}: level_reduction='{value}'; choose one of "
+                         f"{LEVEL_REDUCTIONS}")
+    return value
 
 
 def _check_loss_keys(cfg: dict, where: str):

@@ -55,8 +55,9 @@ class VkDDistiller(BaseDetector):
     """Distil a frozen teacher detector's features into a student detector (VkD).
 
     Training returns the student's own losses plus one ``loss_vkd_<tap>`` per tap
-    (summed over the tap's levels). ``predict`` and ``_forward`` run the student
-    alone, so validation measures the student and inference costs what it costs.
+    (summed over the tap's levels, or averaged with ``level_reduction='mean'``).
+    ``predict`` and ``_forward`` run the student alone, so validation measures
+    the student and inference costs what it costs.
 
     The teacher is kept outside the module tree (``self.teacher`` is a plain
     attribute): it is not in ``parameters()`` (never optimised, never synced by
@@ -72,8 +73,10 @@ class VkDDistiller(BaseDetector):
         taps: which features to distil, e.g. ``['neck']`` (all FPN levels, the
             default), ``['backbone', 'neck']``, ``'backbone[3]'`` or dicts with
             ``name``, ``module`` or ``student``/``teacher``, ``levels`` or
-            ``student_levels``/``teacher_levels`` and :class:`VkDLoss` options.
-        tap_defaults: :class:`VkDLoss` options applied to every tap.
+            ``student_levels``/``teacher_levels``, ``level_reduction`` (``'sum'``
+            or ``'mean'`` over the tap's levels) and :class:`VkDLoss` options.
+        tap_defaults: :class:`VkDLoss` options and ``level_reduction`` applied
+            to every tap.
         trust_teacher_ckpt: unpickle the teacher checkpoint fully (arbitrary
             code execution!). Only for files you made yourself.
         probe_size: ``(H, W)`` of the dummy image used once to read channel
@@ -209,6 +212,8 @@ class VkDDistiller(BaseDetector):
             s_feats, t_feats = self._pair_levels(spec, s_out, t_out)
             tap_losses = self.distill_losses[spec.key]
             total = sum(loss(s, t) for loss, s, t in zip(tap_losses, s_feats, t_feats))
+            if spec.level_reduction == 'mean':
+                total = total / len(tap_losses)
             if not torch.isfinite(total):
                 self.nonfinite_skips += 1
                 MMLogger.get_current_instance().warning(
