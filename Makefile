@@ -1,11 +1,12 @@
 # The two commands of the README. Each creates or reuses the environment first.
 #   make test   - set up .venv (or $VENV) and run the whole test suite
 #   make demo   - set up .venv (or $VENV) and run the built-in distillation demo
+#   make bench  - add the benchmark packages and run the face-mask benchmarks
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -ra --durations=15
 
-.PHONY: setup test demo
+.PHONY: setup test demo bench-setup bench
 setup:
 	VENV=$(VENV) bash tools/setup_env.sh
 
@@ -14,3 +15,10 @@ test: setup
 
 demo: setup
 	$(PY) tools/demo.py $(if $(QUICK),--quick,)
+
+bench-setup: setup
+	$(PY) -m pip install -q -r requirements/bench.txt
+
+bench: bench-setup
+	$(PY) benchmarks/bench_facemask.py $(if $(QUICK),--quick,)
+	$(PY) benchmarks/bench_facemask_cost.py

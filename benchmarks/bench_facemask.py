@@ -1,0 +1,328 @@
+"""Accuracy benchmark on real data: VkD vs PKD, FitNet, MMRazor and no distillation.
+
+Every method trains the same student (RetinaNet, EfficientNet-Lite0, FPN-64) from
+the same teacher (RetinaNet, EfficientNet-Lite2, FPN-128, trained first and cached
+by config hash) with the same schedule, data order and seeds, on
+``<data-root>`` (default ../shared/data/facemask), and is evaluated with mmdet's
+CocoMetric on the val split after every epoch.
+
+Each run is a separate process (``python benchmarks/bench_facemask.py run SPEC``)
+so one failing method cannot take the others down and its peak memory is its
+own. Finished runs are cached under ``--cache`` by a hash of their full config
+and skipped on re-run, so the benchmark can be completed across sittings; each
+run's result is also written to ``--out`` (committed), and ``report`` rebuilds
+the markdown report and plots from those files.
+
+    python benchmarks/bench_facemask.py [--quick] [--seeds 0 1] [--methods ...]
+    python benchmarks/bench_facemask.py report
+"""
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+CONFIGS = ROOT / 'benchmarks' / 'configs'
+TEACHER_CFG = CONFIGS / 'facemask_teacher_lite2_fpn128.py'
+STUDENT_CFG = CONFIGS / 'facemask_student_lite0_fpn64.py'
+FPN_LEVELS = 5
+STUDENT_FPN, TEACHER_FPN = 64, 128
+
+# Protocols: images (None: all), student epochs, teacher epochs, image scale.
+# Sized for a 2-core CPU: at 320x256 a student epoch takes about 2 min plain and
+# 3 min with distillation, the teacher about 4 min per epoch.
+PROTOCOLS = {
+    'full': dict(train_images=None, val_images=None, epochs=4, teacher_epochs=6,
+                 scale=(320, 256)),
+    'quick': dict(train_images=96, val_images=48, epochs=1, teacher_epochs=2,
+                  scale=(320, 320)),
+}
+
+# Each method: how the student is trained. 'distiller' methods use vkd_mmdet's
+# VkDDistiller with the given per-tap options; 'mmrazor' ones run MMRazor 1.0.0.
+METHODS = {
+    'none': dict(kind='plain', label='no distillation'),
+    'vkd': dict(kind='distiller', tap_defaults={}, label='VkD (plugin defaults)'),
+    # PKD (Cao et al. 2022): standardise both sides per channel, MSE, no projection;
+    # a learned 1x1 conv where channel counts differ. MMRazor's RetinaNet setting:
+    # loss_weight 6 on mse/2 per level, summed over levels.
+    'pkd': dict(kind='distiller', label='PKD (reimplemented)',
+                tap_defaults=dict(projection='linear', norm='standardize', loss='mse',
+                                  loss_weight=3.0, level_reduction='sum')),
+    # FitNet (Romero et al. 2015): a learned unconstrained 1x1 conv, MSE, no norm.
+    'fitnet': dict(kind='distiller', label='FitNet-style',
+                   tap_defaults=dict(projection='linear', norm='none', loss='mse',
+                                     loss_weight=1.0, level_reduction='sum')),
+    'mmrazor_pkd': dict(kind='mmrazor', loss=dict(type='PKDLoss', loss_weight=6),
+                        label='MMRazor FpnTeacherDistill + PKDLoss'),
+    'mmrazor_cwd': dict(kind='mmrazor', loss=dict(type='ChannelWiseDivergence', tau=1,
+                                                  loss_weight=10),
+                        label='MMRazor FpnTeacherDistill + ChannelWiseDivergence'),
+}
+# VkD ablations: projection x normalisation (orthogonal + standardise is 'vkd').
+for _proj in ('orthogonal', 'linear'):
+    for _norm in ('standardize', 'none'):
+        if (_proj, _norm) != ('orthogonal', 'standardize'):
+            METHODS[f'vkd_{_proj}_{_norm}'] = dict(
+                kind='distiller', label=f'VkD ablation: {_proj} projection, norm {_norm}',
+                tap_defaults=dict(projection=_proj, norm=_norm))
+# Loss scale: the official weight 4.0 averaged instead of summed over the 5 levels.
+METHODS['vkd_level_mean'] = dict(kind='distiller', tap_defaults=dict(level_reduction='mean'),
+                                 label='VkD ablation: weight 4 averaged over levels')
+ABLATION_NOTE = ("projection 'none' needs equal channel counts; the student's 64-channel "
+                 "FPN cannot be compared with the teacher's 128 channels without a map, "
+                 "so the 'none' rows are not applicable to this pair")
+MAIN_METHODS = ('none', 'vkd', 'pkd', 'fitnet', 'mmrazor_pkd', 'mmrazor_cwd')
+
+
+def log(msg):
+    print(f'bench_facemask: {msg}', flush=True)
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _config_bytes(*paths) -> str:
+    return hashlib.sha256(b''.join(Path(p).read_bytes() for p in paths)).hexdigest()[:10]
+
+
+def base_options(data_root: Path, protocol: dict, epochs: int, seed: int) -> dict:
+    opts = {
+        'train_dataloader.dataset.data_root': f'{data_root}/',
+        'val_dataloader.dataset.data_root': f'{data_root}/',
+        'test_dataloader.dataset.data_root': f'{data_root}/',
+        'val_evaluator.ann_file': f'{data_root}/annotations/custom_val.json',
+        'test_evaluator.ann_file': f'{data_root}/annotations/custom_val.json',
+        'train_cfg.max_epochs': epochs,
+        'default_hooks.checkpoint.interval': epochs,
+        'param_scheduler.1.end': epochs, 'param_scheduler.1.T_max': epochs,
+        'randomness.seed': seed,
+    }
+    if protocol.get('scale'):
+        # the Resize steps of the base config's train and test pipelines
+        opts['train_dataloader.dataset.pipeline.2.scale'] = tuple(protocol['scale'])
+        for split in ('val', 'test'):
+            opts[f'{split}_dataloader.dataset.pipeline.1.scale'] = tuple(protocol['scale'])
+    if protocol['train_images']:
+        opts['train_dataloader.dataset.indices'] = protocol['train_images']
+    if protocol['val_images']:
+        opts['val_dataloader.dataset.indices'] = protocol['val_images']
+        opts['test_dataloader.dataset.indices'] = protocol['val_images']
+    return opts
+
+
+def run_spec(method: str, seed: int, protocol_name: str, data_root: Path, teacher: dict = None):
+    """The full description of one run; its hash names the cache entry."""
+    protocol = PROTOCOLS[protocol_name]
+    is_teacher = method == 'teacher'
+    epochs = protocol['teacher_epochs'] if is_teacher else protocol['epochs']
+    spec = dict(method=method, seed=seed, protocol=protocol_name, data_root=str(data_root),
+                epochs=epochs, options=base_options(data_root, protocol, epochs, seed),
+                method_cfg=None if is_teacher else METHODS[method],
+                configs=_config_bytes(CONFIGS / '_facemask_retinanet.py', TEACHER_CFG,
+                                      STUDENT_CFG, ROOT / 'vkd_mmdet' / 'models' / 'taps.py'),
+                teacher_ckpt=teacher['checkpoint'] if teacher else None)
+    spec['key'] = f'{method}_s{seed}_{_hash(spec)}'
+    return spec
+
+
+# ----------------------------------------------------------------- one run
+def build_config(spec: dict):
+    from mmengine.config import Config
+    method = spec['method']
+    cfg = Config.fromfile(str(TEACHER_CFG if method == 'teacher' else STUDENT_CFG))
+    # JSON has no tuples; mmcv's Resize accepts only a tuple scale
+    cfg.merge_from_dict({k: tuple(v) if k.endswith('.scale') else v
+                         for k, v in spec['options'].items()})
+    m = spec['method_cfg'] or dict(kind='plain')
+    if m['kind'] == 'distiller':
+        cfg.model = dict(type='VkDDistiller', student=cfg.model.to_dict(),
+                         teacher=str(TEACHER_CFG), teacher_ckpt=spec['teacher_ckpt'],
+                         taps=['neck'], tap_defaults=m['tap_defaults'], probe_size=(256, 320))
+        cfg.custom_hooks = [dict(type='StudentExportHook')]
+    elif m['kind'] == 'mmrazor':
+        cfg.model = mmrazor_model(cfg.model.to_dict(), spec['teacher_ckpt'], m['loss'])
+        cfg.find_unused_parameters = True
+    cfg.visualizer.name = f'bench_{spec["key"]}'
+    return cfg
+
+
+def mmrazor_model(student: dict, teacher_ckpt: str, loss: dict) -> dict:
+    """MMRazor's own FpnTeacherDistill on every FPN level, with its
+    ConvModuleConnector (1x1 conv) mapping the student's 64 channels to 128."""
+    from mmengine.config import Config
+    teacher = Config.fromfile(str(TEACHER_CFG)).model.to_dict()
+    names = [f'loss_fpn{i}' for i in range(FPN_LEVELS)]
+    return dict(
+        _scope_='mmrazor', type='FpnTeacherDistill',
+        architecture=student, teacher=teacher, teacher_ckpt=teacher_ckpt,
+        distiller=dict(
+            type='ConfigurableDistiller',
+            student_recorders=dict(fpn=dict(type='ModuleOutputs', source='neck')),
+            teacher_recorders=dict(fpn=dict(type='ModuleOutputs', source='neck')),
+            connectors={f'{n}_s': dict(type='ConvModuleConnector', in_channel=STUDENT_FPN,
+                                       out_channel=TEACHER_FPN, norm_cfg=None, act_cfg=None)
+                        for n in names},
+            distill_losses={n: dict(loss) for n in names},
+            loss_forward_mappings={
+                n: dict(preds_S=dict(from_student=True, recorder='fpn', data_idx=i,
+                                     connector=f'{n}_s'),
+                        preds_T=dict(from_student=False, recorder='fpn', data_idx=i))
+                for i, n in enumerate(names)}))
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory. VmHWM belongs to the address space,
+    which exec replaces; ru_maxrss would also carry the parent's peak across
+    fork+exec, so every child would report at least what the parent had."""
+    for line in Path('/proc/self/status').read_text().splitlines():
+        if line.startswith('VmHWM:'):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError('no VmHWM in /proc/self/status (Linux only)')
+
+
+def run_one(spec_path: str) -> None:
+    """Child process: train one run, write result.json beside the spec."""
+    spec = json.loads(Path(spec_path).read_text())
+    work_dir = Path(spec_path).parent
+    import vkd_mmdet  # noqa: F401  (registers the plugin; safe checkpoint loading)
+    import benchmarks.efficientnet_lite  # noqa: F401
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    if (spec['method_cfg'] or {}).get('kind') == 'mmrazor':
+        from benchmarks.mmrazor_shim import import_mmrazor
+        import_mmrazor()
+    from mmengine.runner import Runner
+    cfg = build_config(spec)
+    cfg.work_dir = str(work_dir)
+    start = time.time()
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    seconds = time.time() - start
+    scalars = next(work_dir.glob(f'{runner.timestamp}/vis_data/scalars.json'))
+    per_epoch, losses = [], []
+    for line in scalars.read_text().splitlines():
+        rec = json.loads(line)
+        if 'coco/bbox_mAP' in rec:
+            per_epoch.append(dict(epoch=rec['step'], bbox_mAP=rec['coco/bbox_mAP'],
+                                  bbox_mAP_50=rec['coco/bbox_mAP_50']))
+        elif 'loss' in rec:
+            losses.append({k: v for k, v in rec.items()
+                           if k == 'step' or k.startswith('loss')})
+    # mmdet's CocoMetric returns nothing when no box passes the score threshold
+    # (an undertrained student): those epochs score 0, and the result says so.
+    scored = {e['epoch'] for e in per_epoch}
+    empty = [e for e in range(1, spec['epochs'] + 1) if e not in scored]
+    per_epoch = sorted(per_epoch + [dict(epoch=e, bbox_mAP=0.0, bbox_mAP_50=0.0, no_detections=True)
+                                    for e in empty], key=lambda e: e['epoch'])
+    result = dict(
+        key=spec['key'], method=spec['method'], seed=spec['seed'],
+        protocol=spec['protocol'], epochs=spec['epochs'],
+        bbox_mAP=per_epoch[-1]['bbox_mAP'], bbox_mAP_50=per_epoch[-1]['bbox_mAP_50'],
+        per_epoch=per_epoch, train_seconds=round(seconds, 1),
+        peak_rss_mib=round(peak_rss_mib(), 1),
+        final_losses=losses[-1] if losses else {}, loss_log=losses[::5],
+        note=f'no detections above the score threshold after epoch(s) {empty}: mAP 0'
+        if empty else None,
+        checkpoint=str(work_dir / f'epoch_{spec["epochs"]}.pth'))
+    (work_dir / 'result.json').write_text(json.dumps(result, indent=1))
+
+
+# -------------------------------------------------------------- orchestration
+def ensure(spec: dict, cache: Path, out: Path) -> dict:
+    """Result of ``spec``: from the cache, or trained now in a child process."""
+    work_dir = cache / spec['key']
+    done = work_dir / 'result.json'
+    if done.is_file():
+        log(f'{spec["key"]}: cached')
+    else:
+        if work_dir.exists():
+            shutil.rmtree(work_dir)  # an interrupted run: start it again
+        work_dir.mkdir(parents=True)
+        (work_dir / 'spec.json').write_text(json.dumps(spec, indent=1))
+        log(f'{spec["key"]}: training {spec["method"]} (seed {spec["seed"]}, '
+            f'{spec["epochs"]} epochs); log in {work_dir}/run.log')
+        with open(work_dir / 'run.log', 'w') as logfile:
+            proc = subprocess.run([sys.executable, __file__, 'run', str(work_dir / 'spec.json')],
+                                  stdout=logfile, stderr=subprocess.STDOUT, cwd=ROOT)
+        if proc.returncode != 0 or not done.is_file():
+            tail = (work_dir / 'run.log').read_text().splitlines()[-15:]
+            failure = dict(key=spec['key'], method=spec['method'], seed=spec['seed'],
+                           protocol=spec['protocol'], failed=True,
+                           error='\n'.join(tail))
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f'{spec["protocol"]}_{spec["method"]}_s{spec["seed"]}.json').write_text(
+                json.dumps(failure, indent=1))
+            log(f'{spec["key"]}: FAILED (exit {proc.returncode}); last lines:\n' + '\n'.join(tail))
+            return failure
+    result = json.loads(done.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f'{spec["protocol"]}_{spec["method"]}_s{spec["seed"]}.json').write_text(
+        json.dumps(result, indent=1))
+    log(f'{spec["key"]}: bbox mAP {100 * result["bbox_mAP"]:.1f}, mAP50 '
+        f'{100 * result["bbox_mAP_50"]:.1f}, {result["train_seconds"] / 60:.1f} min')
+    return result
+
+
+def job_order(methods, seeds, ablation_seeds):
+    """Most informative first, so a partial run is still a comparison: every main
+    method with the first seed, then the ablations, then the other seeds."""
+    main = [m for m in methods if m in MAIN_METHODS]
+    ablations = [m for m in methods if m not in MAIN_METHODS]
+    jobs = [(m, seeds[0]) for m in main] + [(m, s) for s in ablation_seeds for m in ablations]
+    return jobs + [(m, s) for s in seeds[1:] for m in main]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('command', nargs='?', default='bench', choices=['bench', 'report', 'run'])
+    parser.add_argument('spec', nargs='?', help="(run) the spec.json of one run")
+    parser.add_argument('--data-root', default=os.environ.get(
+        'VKD_FACEMASK', str(ROOT.parent / 'shared' / 'data' / 'facemask')))
+    parser.add_argument('--quick', action='store_true', help='reduced protocol (smoke test)')
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1])
+    parser.add_argument('--ablation-seeds', type=int, nargs='+', default=[0])
+    parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
+    parser.add_argument('--cache', default=str(ROOT / 'work_dirs' / 'bench_facemask'))
+    parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' / 'facemask'))
+    args = parser.parse_args(argv)
+    if args.command == 'run':
+        return run_one(args.spec)
+    protocol = 'quick' if args.quick else 'full'
+    out = Path(args.out)
+    if args.command == 'report':
+        from benchmarks.facemask_report import write_report
+        return write_report(out, protocol, PROTOCOLS, METHODS, MAIN_METHODS, ABLATION_NOTE)
+
+    data_root = Path(args.data_root).resolve()
+    if not (data_root / 'annotations' / 'custom_train.json').is_file():
+        raise SystemExit(f'bench_facemask: no annotations/custom_train.json under {data_root}; '
+                         f'pass --data-root (a COCO-format set with custom_train/val.json)')
+    cache = Path(args.cache)
+    (out.parent).mkdir(parents=True, exist_ok=True)
+    teacher = ensure(run_spec('teacher', 0, protocol, data_root), cache, out)
+    if teacher.get('failed'):
+        raise SystemExit('bench_facemask: the teacher failed to train; see above')
+    for method, seed in job_order(args.methods, args.seeds, args.ablation_seeds):
+        ensure(run_spec(method, seed, protocol, data_root, teacher), cache, out)
+    from benchmarks.facemask_report import write_report
+    write_report(out, protocol, PROTOCOLS, METHODS, MAIN_METHODS, ABLATION_NOTE,
+                 machine=f'{platform.processor() or platform.machine()}, '
+                         f'{os.cpu_count()} CPU cores, torch {_torch_version()}')
+
+
+def _torch_version():
+    import torch
+    return torch.__version__
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,111 @@
+"""Tables and plots of the face-mask benchmark, from the per-run JSON files."""
+import json
+import statistics
+from pathlib import Path
+
+COMMAND = {'full': 'python benchmarks/bench_facemask.py',
+           'quick': 'python benchmarks/bench_facemask.py --quick'}
+
+
+def _load(out: Path, protocol: str) -> dict:
+    """``{method: [run, ...]}`` for one protocol (failed runs included)."""
+    runs = {}
+    for path in sorted(out.glob(f'{protocol}_*_s*.json')):
+        run = json.loads(path.read_text())
+        runs.setdefault(run['method'], []).append(run)
+    return runs
+
+
+def _stats(values):
+    mean = statistics.fmean(values)
+    spread = (max(values) - min(values)) / 2 if len(values) > 1 else 0.0
+    return mean, spread
+
+
+def _row(label, runs):
+    ok = [r for r in runs if not r.get('failed')]
+    if not ok:
+        reason = runs[0].get('error', '').splitlines()[-1:] if runs else ['not run']
+        return f'| {label} | failed | | | {reason[0] if reason else ""} |'
+    m, s = _stats([100 * r['bbox_mAP'] for r in ok])
+    m50, s50 = _stats([100 * r['bbox_mAP_50'] for r in ok])
+    minutes = ', '.join(f'{r["train_seconds"] / 60:.1f}' for r in ok)
+    seeds = ', '.join(str(r['seed']) for r in ok)
+    return f'| {label} | {m:.1f} ± {s:.1f} | {m50:.1f} ± {s50:.1f} | {seeds} | {minutes} |'
+
+
+def write_report(out: Path, protocol: str, protocols: dict, methods: dict, main_methods,
+                 ablation_note: str, machine: str = None) -> Path:
+    runs = _load(Path(out), protocol)
+    teacher = runs.get('teacher', [{}])[0]
+    p = protocols[protocol]
+    lines = [f'# Face-mask benchmark ({protocol} protocol)', '',
+             f'Reproduce: `{COMMAND[protocol]}` (finished runs are cached; '
+             f'`python benchmarks/bench_facemask.py report` rebuilds this file).', '']
+    if machine:
+        lines += [f'Machine: {machine}.', '']
+    lines += [f'Data: face-mask val split; {p["epochs"]} student epochs, teacher '
+              f'{p["teacher_epochs"]} epochs; batch 8, 320 px, AdamW.', '',
+              'Spread is half the range over seeds; times are minutes per run.', '']
+    if teacher and not teacher.get('failed'):
+        lines += [f'Teacher (RetinaNet EfficientNet-Lite2, FPN-128, 4-conv head): '
+                  f'{100 * teacher["bbox_mAP"]:.1f} bbox mAP, '
+                  f'{100 * teacher["bbox_mAP_50"]:.1f} mAP50 '
+                  f'({teacher["train_seconds"] / 60:.1f} min).', '']
+    lines += ['## Methods', '',
+              '| method | bbox mAP | mAP50 | seeds | minutes |', '|---|---|---|---|---|']
+    for name in main_methods:
+        lines.append(_row(methods[name]['label'], runs.get(name, [])))
+    lines += ['', '## VkD ablations', '',
+              '| method | bbox mAP | mAP50 | seeds | minutes |', '|---|---|---|---|---|']
+    lines.append(_row(methods['vkd']['label'] + ' = orthogonal, standardize',
+                      runs.get('vkd', [])))
+    for name in methods:
+        if name.startswith('vkd_'):
+            lines.append(_row(methods[name]['label'], runs.get(name, [])))
+    lines += ['', f'Not run: {ablation_note}.', '']
+    figures = _plots(Path(out), protocol, runs, methods, main_methods)
+    for fig in figures:
+        lines.append(f'![{fig.stem}]({fig.name})')
+    path = Path(out) / f'report_{protocol}.md'
+    path.write_text('\n'.join(lines) + '\n')
+    print('\n'.join(lines))
+    return path
+
+
+def _plots(out: Path, protocol: str, runs: dict, methods: dict, main_methods):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    names = [n for n in methods if any(not r.get('failed') for r in runs.get(n, []))]
+    if not names:
+        return []
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name in names:
+        ok = [r for r in runs[name] if not r.get('failed')]
+        epochs = [e['epoch'] for e in ok[0]['per_epoch']]
+        mean = [statistics.fmean(100 * r['per_epoch'][i]['bbox_mAP'] for r in ok)
+                for i in range(len(epochs))]
+        style = '-' if name in main_methods else ':'
+        ax.plot(epochs, mean, style, marker='o', label=methods[name]['label'])
+    ax.set_xlabel('epoch')
+    ax.set_ylabel('val bbox mAP (%)')
+    ax.set_title(f'Face-mask val mAP per epoch ({protocol}; mean over seeds)')
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    curves = out / f'map_per_epoch_{protocol}.png'
+    fig.savefig(curves, dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    stats = [_stats([100 * r['bbox_mAP'] for r in runs[n] if not r.get('failed')])
+             for n in names]
+    ax.bar(range(len(names)), [m for m, _ in stats], yerr=[s for _, s in stats], capsize=4)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha='right', fontsize=8)
+    ax.set_ylabel('final val bbox mAP (%)')
+    ax.set_title('Final mAP (error bar: half the range over seeds)')
+    fig.tight_layout()
+    bars = out / f'final_map_{protocol}.png'
+    fig.savefig(bars, dpi=100)
+    plt.close(fig)
+    return [curves, bars]
