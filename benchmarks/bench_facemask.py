@@ -288,7 +288,8 @@ def main(argv=None):
     parser.add_argument('--data-root', default=os.environ.get(
         'VKD_FACEMASK', str(ROOT.parent / 'shared' / 'data' / 'facemask')))
     parser.add_argument('--quick', action='store_true', help='reduced protocol (smoke test)')
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1])
+    parser.add_argument('--seeds', type=int, nargs='+',
+                        help='seeds of the main methods (default: 0 1; --quick: 0)')
     parser.add_argument('--ablation-seeds', type=int, nargs='+', default=[0])
     parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
     parser.add_argument('--cache', default=str(ROOT / 'work_dirs' / 'bench_facemask'))
@@ -297,6 +298,7 @@ def main(argv=None):
     if args.command == 'run':
         return run_one(args.spec)
     protocol = 'quick' if args.quick else 'full'
+    args.seeds = args.seeds or ([0] if args.quick else [0, 1])
     out = Path(args.out)
     if args.command == 'report':
         from benchmarks.facemask_report import write_report

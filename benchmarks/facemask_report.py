@@ -4,7 +4,7 @@ import statistics
 from pathlib import Path
 
 COMMAND = {'full': 'python benchmarks/bench_facemask.py',
-           'quick': 'python benchmarks/bench_facemask.py --quick'}
+           'quick': 'python benchmarks/bench_facemask.py --quick --seeds 0 1'}
 
 
 def _load(out: Path, protocol: str) -> dict:
@@ -30,7 +30,7 @@ def _row(label, runs):
     m, s = _stats([100 * r['bbox_mAP'] for r in ok])
     m50, s50 = _stats([100 * r['bbox_mAP_50'] for r in ok])
     minutes = ', '.join(f'{r["train_seconds"] / 60:.1f}' for r in ok)
-    seeds = ', '.join(str(r['seed']) for r in ok)
+    seeds = ', '.join(str(r['seed']) + ('*' if r.get('note') else '') for r in ok)
     return f'| {label} | {m:.1f} ± {s:.1f} | {m50:.1f} ± {s50:.1f} | {seeds} | {minutes} |'
 
 
@@ -44,9 +44,16 @@ def write_report(out: Path, protocol: str, protocols: dict, methods: dict, main_
              f'`python benchmarks/bench_facemask.py report` rebuilds this file).', '']
     if machine:
         lines += [f'Machine: {machine}.', '']
-    lines += [f'Data: face-mask val split; {p["epochs"]} student epochs, teacher '
-              f'{p["teacher_epochs"]} epochs; batch 8, 320 px, AdamW.', '',
-              'Spread is half the range over seeds; times are minutes per run.', '']
+    lines += [f'Data: face-mask val split; student {p["epochs"]} epoch(s), teacher '
+              f'{p["teacher_epochs"]}; batch 8, images resized to fit {tuple(p["scale"])}, '
+              f'AdamW.', '',
+              'Spread is half the range over seeds; times are minutes per run (wall '
+              'clock, including start-up and the per-epoch validation). A seed marked '
+              '* had no detection above the score threshold after some epoch; mmdet '
+              'then reports no mAP, counted here as 0.', '']
+    if protocol == 'quick':
+        lines += ['The quick protocol is a smoke test of every method: one epoch on 96 '
+                  'images is too short to detect anything, so its numbers are zeros.', '']
     if teacher and not teacher.get('failed'):
         lines += [f'Teacher (RetinaNet EfficientNet-Lite2, FPN-128, 4-conv head): '
                   f'{100 * teacher["bbox_mAP"]:.1f} bbox mAP, '
