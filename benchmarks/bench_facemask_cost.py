@@ -78,7 +78,7 @@ def build(name: str):
     elif name == 'vkd':
         model = MODELS.build(dict(type='VkDDistiller', student=student_cfg,
                                   teacher=str(TEACHER_CFG), teacher_ckpt=None,
-                                  taps=['neck'], probe_size=(256, 320)))
+                                  taps=['neck'], probe_size=(320, 320)))
     elif name == 'mmrazor_pkd':
         from mmrazor.registry import MODELS as RAZOR_MODELS
         cfg = mmrazor_model(student_cfg, None, dict(type='PKDLoss', loss_weight=6))

@@ -192,7 +192,7 @@ def main(argv=None):
     log(f'[3/4] plain student: bbox mAP {100 * results["plain student"]["bbox_mAP"]:.1f} '
         f'in {fmt_time(results["plain student"]["train_seconds"])}')
 
-    log(f'[4/4] VkD student: same student, seed and budget, distilled from the teacher')
+    log('[4/4] VkD student: same student, seed and budget, distilled from the teacher')
     results['VkD student'] = train(
         VKD_CFG, work_root / 'student_vkd', 'vkd', data, epochs, args.seed,
         extra=[f'model.teacher={TEACHER_CFG}',
