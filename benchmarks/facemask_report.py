@@ -23,9 +23,11 @@ def _stats(values):
 
 
 def _row(label, runs):
+    if not runs:
+        return f'| {label} | not run yet | | | |'
     ok = [r for r in runs if not r.get('failed')]
     if not ok:
-        reason = runs[0].get('error', '').splitlines()[-1:] if runs else ['not run']
+        reason = runs[0].get('error', '').splitlines()[-1:]
         return f'| {label} | failed | | | {reason[0] if reason else ""} |'
     m, s = _stats([100 * r['bbox_mAP'] for r in ok])
     m50, s50 = _stats([100 * r['bbox_mAP_50'] for r in ok])
