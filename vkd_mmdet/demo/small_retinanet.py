@@ -1,4 +1,4 @@
-"""Small RetinaNet configs for CPU runs (the demo and the tests)."""
+"""Small RetinaNet configs for CPU runs (used by the tests; the demo uses configs/demo/)."""
 from mmengine.hub import get_config
 
 # Output channels of ResNet stages C2..C5: basic blocks (18/34) vs bottlenecks.
