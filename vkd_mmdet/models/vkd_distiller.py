@@ -193,10 +193,18 @@ class VkDDistiller(BaseDetector):
 
     # --------------------------------------------------------------- training
     def loss(self, batch_inputs: torch.Tensor, batch_data_samples) -> dict:
+        weight = float(self.distill_weight)
+        if weight != 0.0:
+            # Teacher first: its activations are freed before the student builds
+            # its autograd graph, so the step's peak memory is the student's
+            # plus only the tapped teacher features.
+            self.teacher.eval()
+            with torch.no_grad():
+                t_out = self._run(self.teacher, self.teacher_recorder, batch_inputs,
+                                  batch_data_samples, self._teacher_needs_head)
         with self.student_recorder.record() as s_out:
             losses = self.student.loss(batch_inputs, batch_data_samples)
         _check_student_losses(losses)
-        weight = float(self.distill_weight)
         if weight == 0.0:
             # Distillation off: zero terms keep every projector in the graph, so
             # DDP without find_unused_parameters still sees all gradients.
@@ -204,10 +212,6 @@ class VkDDistiller(BaseDetector):
                 losses[f'loss_vkd_{spec.key}'] = _zero_like_params(self.distill_losses[spec.key])
             return losses
 
-        self.teacher.eval()
-        with torch.no_grad():
-            t_out = self._run(self.teacher, self.teacher_recorder, batch_inputs,
-                              batch_data_samples, self._teacher_needs_head)
         for spec in self.tap_specs:
             s_feats, t_feats = self._pair_levels(spec, s_out, t_out)
             tap_losses = self.distill_losses[spec.key]
