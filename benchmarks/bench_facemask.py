@@ -237,10 +237,9 @@ def run_one(spec_path: str) -> None:
     runner = Runner.from_cfg(cfg)
     runner.train()
     seconds = time.time() - start
-    scalars = next(work_dir.glob(f'{runner.timestamp}/vis_data/scalars.json'))
+    from vkd_mmdet.scalars import read_scalars
     per_epoch, losses = [], []
-    for line in scalars.read_text().splitlines():
-        rec = json.loads(line)
+    for rec in read_scalars(work_dir / runner.timestamp / 'vis_data' / 'scalars.json'):
         if 'coco/bbox_mAP' in rec:
             per_epoch.append(dict(epoch=rec['step'], bbox_mAP=rec['coco/bbox_mAP'],
                                   bbox_mAP_50=rec['coco/bbox_mAP_50']))

@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from vkd_mmdet.scalars import read_scalars  # noqa: F401  (re-exported for the tests)
+
 ROOT = Path(__file__).resolve().parents[1]
 _RUN_IDS = itertools.count()
 
@@ -120,10 +122,3 @@ def cfg_options_argv(options):
             return '(' + ','.join(str(x) for x in v) + ')'
         return str(v)
     return [f'{k}={fmt(v)}' for k, v in options.items()]
-
-
-def read_scalars(work_dir):
-    """The records mmengine's LocalVisBackend wrote to <work_dir>/<ts>/vis_data/scalars.json."""
-    import json
-    path = next(Path(work_dir).glob('*/vis_data/scalars.json'))
-    return [json.loads(line) for line in path.read_text().splitlines()]

@@ -34,6 +34,7 @@ from mmengine.runner import Runner  # noqa: E402
 
 import train as train_tool  # noqa: E402  (tools/train.py)
 from vkd_mmdet.demo import make_shapes_coco  # noqa: E402
+from vkd_mmdet.scalars import read_scalars  # noqa: E402
 
 CONFIGS = ROOT / 'configs' / 'demo'
 TEACHER_CFG = CONFIGS / 'shapes_teacher_r34_fpn64.py'
@@ -113,13 +114,8 @@ def teacher(work_root: Path, data: Path, data_params: dict, epochs: int, seed: i
 
 def loss_curve(scalars: str, keys) -> tuple:
     """(iterations, sum of ``keys``) from a LocalVisBackend scalars.json."""
-    steps, values = [], []
-    for line in Path(scalars).read_text().splitlines():
-        rec = json.loads(line)
-        if all(k in rec for k in keys):
-            steps.append(rec['step'])
-            values.append(sum(rec[k] for k in keys))
-    return steps, values
+    records = [r for r in read_scalars(scalars) if all(k in r for k in keys)]
+    return [r['step'] for r in records], [sum(r[k] for k in keys) for r in records]
 
 
 def plot(results: dict, path: Path) -> None:
