@@ -66,9 +66,25 @@ def resize_options(cfg, size):
     return opts
 
 
+# Output channels of ResNet stages C2..C5: basic blocks (18/34) vs bottlenecks.
+_STAGE_CHANNELS = {False: [64, 128, 256, 512], True: [256, 512, 1024, 2048]}
+
+
+def small_retinanet(depth: int = 18, fpn: int = 64, stacked_convs: int = 1,
+                    num_classes: int = 80) -> dict:
+    """mmdet's RetinaNet with a ResNet-``depth`` backbone, an ``fpn``-channel neck
+    and head, and no pretrained initialisation (nothing to download)."""
+    from mmengine.hub import get_config
+    model = get_config('mmdet::retinanet/retinanet_r18_fpn_1x_coco.py').model
+    model.backbone.update(depth=depth, init_cfg=None)
+    model.neck.update(in_channels=_STAGE_CHANNELS[depth >= 50], out_channels=fpn)
+    model.bbox_head.update(in_channels=fpn, feat_channels=fpn,
+                           stacked_convs=stacked_convs, num_classes=num_classes)
+    return model.to_dict()
+
+
 def small_pair():
     """(student, teacher) configs: RetinaNet R18/FPN-64 and R50/FPN-128."""
-    from vkd_mmdet.demo import small_retinanet
     return small_retinanet(18, fpn=64), small_retinanet(50, fpn=128)
 
 

@@ -1,5 +1,4 @@
 """Pieces of the offline demo (`make demo`)."""
-from .small_retinanet import small_retinanet
 from .synthetic_shapes import SHAPE_CLASSES, make_shapes_coco
 
-__all__ = ['SHAPE_CLASSES', 'make_shapes_coco', 'small_retinanet']
+__all__ = ['SHAPE_CLASSES', 'make_shapes_coco']
