@@ -82,6 +82,13 @@ METHODS['vkd_level_mean'] = dict(kind='distiller', tap_defaults=dict(level_reduc
 ABLATION_NOTE = ("projection 'none' needs equal channel counts; the student's 64-channel "
                  "FPN cannot be compared with the teacher's 128 channels without a map, "
                  "so the 'none' rows are not applicable to this pair")
+PAIR = dict(
+    teacher='RetinaNet, ImageNet-pretrained EfficientNet-Lite2 (C3-C5 48/120/352 '
+            'channels), 128-channel FPN, 4-conv 128-channel head '
+            '(configs/facemask_teacher_lite2_fpn128.py)',
+    student='RetinaNet, ResNet-18 from scratch (C3-C5 128/256/512 channels), '
+            '64-channel FPN, 2-conv 64-channel head (configs/facemask_student_r18_fpn64.py); '
+            'distilled on all 5 FPN levels, 64 -> 128 channels')
 MAIN_METHODS = ('none', 'vkd', 'pkd', 'fitnet', 'mmrazor_pkd', 'mmrazor_cwd')
 
 
@@ -331,7 +338,7 @@ def main(argv=None):
     out = Path(args.out)
     if args.command == 'report':
         from benchmarks.facemask_report import write_report
-        return write_report(out, protocol, PROTOCOLS, METHODS, MAIN_METHODS, ABLATION_NOTE)
+        return write_report(out, protocol, PROTOCOLS, METHODS, MAIN_METHODS, ABLATION_NOTE, PAIR)
 
     data_root = Path(args.data_root).resolve()
     if not (data_root / 'annotations' / 'custom_train.json').is_file():
@@ -345,7 +352,7 @@ def main(argv=None):
     for method, seed in job_order(args.methods, args.seeds, args.ablation_seeds):
         ensure(run_spec(method, seed, protocol, data_root, teacher), cache, out)
     from benchmarks.facemask_report import write_report
-    write_report(out, protocol, PROTOCOLS, METHODS, MAIN_METHODS, ABLATION_NOTE,
+    write_report(out, protocol, PROTOCOLS, METHODS, MAIN_METHODS, ABLATION_NOTE, PAIR,
                  machine=f'{platform.processor() or platform.machine()}, '
                          f'{os.cpu_count()} CPU cores, torch {_torch_version()}')
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from benchmarks.bench_facemask import (PROTOCOLS, STUDENT_CFG, TEACHER_CFG,  # noqa: E402
+from benchmarks.bench_facemask import (PAIR, PROTOCOLS, STUDENT_CFG, TEACHER_CFG,  # noqa: E402
                                        mmrazor_model, peak_rss_mib)
 
 SCALE = PROTOCOLS['full']['scale']  # the accuracy benchmark's image size
@@ -175,8 +175,8 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / 'facemask_cost.json').write_text(json.dumps(result, indent=1))
-    lines = ['# Training cost, face-mask pair (Lite2/FPN-128 teacher -> Lite0/FPN-64 student)',
-             '', f'Reproduce: `{result["command"]}`', '', f'Machine: {result["machine"]}; '
+    lines = ['# Training cost, face-mask benchmark pair', '', f'Student: {PAIR["student"]}.', '',
+             f'Teacher: {PAIR["teacher"]}.', '', f'Reproduce: `{result["command"]}`', '', f'Machine: {result["machine"]}; '
              f'batch {args.batch} real face-mask images resized to fit {SCALE}; median of {args.reps} '
              f'interleaved repetitions.', '',
              '| model | s / iteration | peak RSS (MiB) |', '|---|---|---|']

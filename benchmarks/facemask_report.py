@@ -37,7 +37,7 @@ def _row(label, runs):
 
 
 def write_report(out: Path, protocol: str, protocols: dict, methods: dict, main_methods,
-                 ablation_note: str, machine: str = None) -> Path:
+                 ablation_note: str, pair: dict = None, machine: str = None) -> Path:
     runs = _load(Path(out), protocol)
     teacher = runs.get('teacher', [{}])[0]
     p = protocols[protocol]
@@ -56,11 +56,17 @@ def write_report(out: Path, protocol: str, protocols: dict, methods: dict, main_
     if protocol == 'quick':
         lines += ['The quick protocol is a smoke test of every method: one epoch on 96 '
                   'images is too short to detect anything, so its numbers are zeros.', '']
+    if pair:
+        lines += [f'Student: {pair["student"]}.', '', f'Teacher: {pair["teacher"]}.', '']
+    plain = [r for r in runs.get('none', []) if not r.get('failed')]
     if teacher and not teacher.get('failed'):
-        lines += [f'Teacher (RetinaNet EfficientNet-Lite2, FPN-128, 4-conv head): '
-                  f'{100 * teacher["bbox_mAP"]:.1f} bbox mAP, '
+        lines += [f'Teacher on val: {100 * teacher["bbox_mAP"]:.1f} bbox mAP, '
                   f'{100 * teacher["bbox_mAP_50"]:.1f} mAP50 '
-                  f'({teacher["train_seconds"] / 60:.1f} min).', '']
+                  f'({teacher["train_seconds"] / 60:.1f} min to train).', '']
+        if plain:
+            gap = 100 * (teacher['bbox_mAP_50'] - statistics.fmean(r['bbox_mAP_50'] for r in plain))
+            lines += [f'Teacher minus the student without distillation: **{gap:+.1f} '
+                      f'mAP50** (the protocol asks for at least +10).', '']
     lines += ['## Methods', '',
               '| method | bbox mAP | mAP50 | seeds | minutes |', '|---|---|---|---|---|']
     for name in main_methods:
