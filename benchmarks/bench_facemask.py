@@ -310,11 +310,11 @@ def ensure(spec: dict, cache: Path, out: Path) -> dict:
 
 def job_order(methods, seeds, ablation_seeds):
     """Most informative first, so a partial run is still a comparison: every main
-    method with the first seed, then the ablations, then the other seeds."""
+    method with the first seed, then with the other seeds, then the ablations."""
     main = [m for m in methods if m in MAIN_METHODS]
     ablations = [m for m in methods if m not in MAIN_METHODS]
-    jobs = [(m, seeds[0]) for m in main] + [(m, s) for s in ablation_seeds for m in ablations]
-    return jobs + [(m, s) for s in seeds[1:] for m in main]
+    jobs = [(m, s) for s in seeds for m in main]
+    return jobs + [(m, s) for s in ablation_seeds for m in ablations]
 
 
 def main(argv=None):
