@@ -76,9 +76,10 @@ for _proj in ('orthogonal', 'linear'):
             METHODS[f'vkd_{_proj}_{_norm}'] = dict(
                 kind='distiller', label=f'VkD ablation: {_proj} projection, norm {_norm}',
                 tap_defaults=dict(projection=_proj, norm=_norm))
-# Loss scale: the official weight 4.0 averaged instead of summed over the 5 levels.
-METHODS['vkd_level_mean'] = dict(kind='distiller', tap_defaults=dict(level_reduction='mean'),
-                                 label='VkD ablation: weight 4 averaged over levels')
+# Loss scale: the official code's weight 4.0 summed over the 5 levels (the plugin's
+# default averages over them).
+METHODS['vkd_level_sum'] = dict(kind='distiller', tap_defaults=dict(level_reduction='sum'),
+                                label='VkD ablation: weight 4 summed over levels (official)')
 ABLATION_NOTE = ("projection 'none' needs equal channel counts; the student's 64-channel "
                  "FPN cannot be compared with the teacher's 128 channels without a map, "
                  "so the 'none' rows are not applicable to this pair")

@@ -191,8 +191,8 @@ def test_nonfinite_student_loss_stops_before_the_weights_change(small_pair):
 
 
 def test_level_reduction_mean_divides_the_tap_sum_by_its_level_count(small_pair):
-    summed = build(small_pair)
-    averaged = build(small_pair, tap_defaults=dict(level_reduction='mean'))
+    summed = build(small_pair, tap_defaults=dict(level_reduction='sum'))
+    averaged = build(small_pair)  # 'mean' is the default
     averaged.load_state_dict(summed.state_dict())
     averaged.teacher.load_state_dict(summed.teacher.state_dict())  # not in state_dict()
     summed.train()

@@ -55,7 +55,7 @@ class VkDDistiller(BaseDetector):
     """Distil a frozen teacher detector's features into a student detector (VkD).
 
     Training returns the student's own losses plus one ``loss_vkd_<tap>`` per tap
-    (summed over the tap's levels, or averaged with ``level_reduction='mean'``).
+    (averaged over the tap's levels, or summed with ``level_reduction='sum'``).
     ``predict`` and ``_forward`` run the student alone, so validation measures
     the student and inference costs what it costs.
 
@@ -73,8 +73,8 @@ class VkDDistiller(BaseDetector):
         taps: which features to distil, e.g. ``['neck']`` (all FPN levels, the
             default), ``['backbone', 'neck']``, ``'backbone[3]'`` or dicts with
             ``name``, ``module`` or ``student``/``teacher``, ``levels`` or
-            ``student_levels``/``teacher_levels``, ``level_reduction`` (``'sum'``
-            or ``'mean'`` over the tap's levels) and :class:`VkDLoss` options.
+            ``student_levels``/``teacher_levels``, ``level_reduction`` (``'mean'``,
+            the default, or ``'sum'`` over the tap's levels) and :class:`VkDLoss` options.
         tap_defaults: :class:`VkDLoss` options and ``level_reduction`` applied
             to every tap.
         trust_teacher_ckpt: unpickle the teacher checkpoint fully (arbitrary
