@@ -31,7 +31,8 @@ def _row(label, runs):
         return f'| {label} | failed | | | {reason[0] if reason else ""} |'
     m, s = _stats([100 * r['bbox_mAP'] for r in ok])
     m50, s50 = _stats([100 * r['bbox_mAP_50'] for r in ok])
-    minutes = ', '.join(f'{r["train_seconds"] / 60:.1f}' for r in ok)
+    minutes = ', '.join(f'{r["train_seconds"] / 60:.1f}' + ('†' if r.get('timing_note') else '')
+                        for r in ok)
     seeds = ', '.join(str(r['seed']) + ('*' if r.get('note') else '') for r in ok)
     return f'| {label} | {m:.1f} ± {s:.1f} | {m50:.1f} ± {s50:.1f} | {seeds} | {minutes} |'
 
@@ -79,6 +80,10 @@ def write_report(out: Path, protocol: str, protocols: dict, methods: dict, main_
         if name.startswith('vkd_'):
             lines.append(_row(methods[name]['label'], runs.get(name, [])))
     lines += ['', f'Not run: {ablation_note}.', '']
+    timing_notes = [f'- † {r["method"]} seed {r["seed"]}: {r["timing_note"]}.'
+                    for rs in runs.values() for r in rs if r.get('timing_note')]
+    if timing_notes:
+        lines += timing_notes + ['']
     figures = _plots(Path(out), protocol, runs, methods, main_methods)
     for fig in figures:
         lines.append(f'![{fig.stem}]({fig.name})')
