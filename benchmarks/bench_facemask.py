@@ -253,7 +253,7 @@ def run_one(spec_path: str) -> None:
                                   bbox_mAP_50=rec['coco/bbox_mAP_50']))
         elif 'loss' in rec:
             losses.append({k: v for k, v in rec.items()
-                           if k == 'step' or k.startswith('loss')})
+                           if k == 'step' or 'loss' in k})
     # mmdet's CocoMetric returns nothing when no box passes the score threshold
     # (an undertrained student): those epochs score 0, and the result says so.
     scored = {e['epoch'] for e in per_epoch}
