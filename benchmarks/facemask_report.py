@@ -34,7 +34,7 @@ def _row(label, runs):
     minutes = ', '.join(f'{r["train_seconds"] / 60:.1f}' + ('†' if r.get('timing_note') else '')
                         for r in ok)
     seeds = ', '.join(str(r['seed']) + ('*' if r.get('note') else '') for r in ok)
-    return f'| {label} | {m:.1f} ± {s:.1f} | {m50:.1f} ± {s50:.1f} | {seeds} | {minutes} |'
+    return f'| {label} | {m:.2f} ± {s:.2f} | {m50:.2f} ± {s50:.2f} | {seeds} | {minutes} |'
 
 
 def write_report(out: Path, protocol: str, protocols: dict, methods: dict, main_methods,
@@ -50,7 +50,8 @@ def write_report(out: Path, protocol: str, protocols: dict, methods: dict, main_
     lines += [f'Data: face-mask val split; student {p["epochs"]} epoch(s), teacher '
               f'{p["teacher_epochs"]}; batch 8, images resized to fit {tuple(p["scale"])}, '
               f'AdamW.', '',
-              'Spread is half the range over seeds; times are minutes per run (wall '
+              'Values in %; spread is half the range over seeds (COCO rounds each run '
+              'to 0.1, so means have a resolution of 0.05); times are minutes per run (wall '
               'clock, including start-up and the per-epoch validation). A seed marked '
               '* had no detection above the score threshold after some epoch; mmdet '
               'then reports no mAP, counted here as 0.', '']
