@@ -162,12 +162,11 @@ def run_spec(method: str, seed: int, protocol_name: str, data_root: Path, teache
     method_cfg = None if is_teacher else METHODS[method]
     spec = dict(method=method, seed=seed, protocol=protocol_name, data_root=str(data_root),
                 epochs=epochs, options=options, method_cfg=method_cfg,
-                resolved_tap=resolved_tap(method_cfg['tap_defaults'])
-                if method_cfg and method_cfg['kind'] == 'distiller' else None,
                 configs=_config_bytes(*files),
                 teacher_ckpt=teacher['checkpoint'] if teacher else None)
-    if is_teacher:
-        del spec['resolved_tap']  # keeps the key of the teacher trained before it existed
+    if not is_teacher:  # (the teacher's spec has no such entry: its key predates it)
+        spec['resolved_tap'] = (resolved_tap(method_cfg['tap_defaults'])
+                                if method_cfg['kind'] == 'distiller' else None)
     spec['key'] = f'{method}_s{seed}_{_hash(spec)}'
     return spec
 

@@ -175,8 +175,9 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / 'facemask_cost.json').write_text(json.dumps(result, indent=1))
-    lines = ['# Training cost, face-mask benchmark pair', '', f'Student: {PAIR["student"]}.', '',
-             f'Teacher: {PAIR["teacher"]}.', '', f'Reproduce: `{result["command"]}`', '', f'Machine: {result["machine"]}; '
+    lines = ['# Training cost, face-mask benchmark pair', '',
+             f'Student: {PAIR["student"]}.', '', f'Teacher: {PAIR["teacher"]}.', '',
+             f'Reproduce: `{result["command"]}`', '', f'Machine: {result["machine"]}; '
              f'batch {args.batch} real face-mask images resized to fit {SCALE}; median of {args.reps} '
              f'interleaved repetitions.', '',
              '| model | s / iteration | peak RSS (MiB) |', '|---|---|---|']
