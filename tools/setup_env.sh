@@ -6,7 +6,7 @@
 #
 # Idempotent: a stamp in the venv records the hash of the stack file and
 # setup.py, and a venv whose stamp matches and whose imports work is reused
-# in a few seconds. The mmcv build (about 16 minutes on 2 cores) is skipped when
+# in a few seconds. The mmcv build (6-16 minutes on 2 cores) is skipped when
 # `import mmcv.ops` already works, e.g. a GPU user's own torch + mmcv.
 set -euo pipefail
 
@@ -60,7 +60,7 @@ fi
 if "$PY" -c 'import mmcv.ops' 2>/dev/null; then
   say "mmcv $("$PY" -c 'import mmcv; print(mmcv.__version__)') with compiled ops already works; skipping the build"
 else
-  say "building $(pin mmcv) from source with its C++ ops (about 16 minutes on 2 cores; pip caches the wheel)"
+  say "building $(pin mmcv) from source with its C++ ops (6-16 minutes on 2 cores; pip caches the wheel)"
   "${PIP[@]}" uninstall -q -y mmcv mmcv-lite 2>/dev/null || true
   # -g0: Python's build flags carry -g; debug info for ~80 torch-heavy C++ files
   # costs much compile time and a huge .so, and nobody debugs mmcv's CPU ops here.
