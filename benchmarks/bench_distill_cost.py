@@ -15,7 +15,6 @@ Writes benchmarks/results/distill_cost.json and .md.
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -25,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import vkd_mmdet  # noqa: E402,F401
+from benchmarks.machine import describe  # noqa: E402
 from vkd_mmdet.models import OrthogonalProjector, VkDLoss  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / 'results'
@@ -145,8 +145,7 @@ def main():
 
     result = dict(
         command='.venv/bin/python benchmarks/bench_distill_cost.py --reps %d' % args.reps,
-        machine=f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
-                f'torch {torch.__version__}, {torch.get_num_threads()} threads',
+        machine=f'{describe()}, {torch.get_num_threads()} threads',
         batch=B, size=SIZE,
         retinanet_r18_step_s=r18, distill_side_s=dist, distill_fraction=dist / r18,
         distill_taps='5 FPN levels 256->256 + backbone C5 512->2048, standardize, smooth-L1, QR map',

@@ -21,7 +21,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -30,6 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.machine import describe  # noqa: E402
+
 CONFIGS = ROOT / 'benchmarks' / 'configs'
 TEACHER_CFG = CONFIGS / 'facemask_teacher_lite2_fpn128.py'
 STUDENT_CFG = CONFIGS / 'facemask_student_r18_fpn64.py'
@@ -353,13 +354,7 @@ def main(argv=None):
         ensure(run_spec(method, seed, protocol, data_root, teacher), cache, out)
     from benchmarks.facemask_report import write_report
     write_report(out, protocol, PROTOCOLS, METHODS, MAIN_METHODS, ABLATION_NOTE, PAIR,
-                 machine=f'{platform.processor() or platform.machine()}, '
-                         f'{os.cpu_count()} CPU cores, torch {_torch_version()}')
-
-
-def _torch_version():
-    import torch
-    return torch.__version__
+                 machine=describe())
 
 
 if __name__ == '__main__':

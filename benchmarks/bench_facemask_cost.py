@@ -14,7 +14,6 @@ checkpoint with a plain student's.
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from benchmarks.machine import describe  # noqa: E402
 from benchmarks.bench_facemask import (PAIR, PROTOCOLS, STUDENT_CFG, TEACHER_CFG,  # noqa: E402
                                        mmrazor_model, peak_rss_mib)
 
@@ -167,7 +167,7 @@ def main(argv=None):
     sizes = checkpoint_sizes()
     result = dict(
         command=f'python benchmarks/bench_facemask_cost.py --reps {args.reps} --batch {args.batch}',
-        machine=f'{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}',
+        machine=describe(),
         batch=args.batch, image_scale=SCALE, reps=args.reps,
         seconds_per_iter_median=med, seconds_per_iter_all=times, peak_rss_mib=memory,
         overhead_vs_student_plus_teacher=med['vkd'] / (med['student'] + med['teacher_forward']),
