@@ -14,7 +14,7 @@ and skipped on re-run, so the benchmark can be completed across sittings; each
 run's result is also written to ``--out`` (committed), and ``report`` rebuilds
 the markdown report and plots from those files.
 
-    python benchmarks/bench_facemask.py [--quick] [--seeds 0 1] [--methods ...]
+    python benchmarks/bench_facemask.py [--quick | --protocol long] [--seeds 0 1] [--methods ...]
     python benchmarks/bench_facemask.py report
 """
 import argparse
@@ -48,6 +48,9 @@ PROTOCOLS = {
     'quick': dict(train_images=96, val_images=48, epochs=1, student_warmup=6,
                   teacher_epochs=2, scale=(320, 320)),
 }
+# Does a gain appear with more training? The full protocol with twice the student
+# epochs, distilled from the full protocol's teacher (not retrained).
+PROTOCOLS['long'] = dict(PROTOCOLS['full'], epochs=4, teacher_protocol='full')
 
 # Each method: how the student is trained. 'distiller' methods use vkd_mmdet's
 # VkDDistiller with the given per-tap options; 'mmrazor' ones run MMRazor 1.0.0.
@@ -146,8 +149,10 @@ def resolved_tap(tap_defaults: dict) -> dict:
 
 def run_spec(method: str, seed: int, protocol_name: str, data_root: Path, teacher: dict = None):
     """The full description of one run; its hash names the cache entry."""
-    protocol = PROTOCOLS[protocol_name]
     is_teacher = method == 'teacher'
+    if is_teacher:
+        protocol_name = PROTOCOLS[protocol_name].get('teacher_protocol', protocol_name)
+    protocol = PROTOCOLS[protocol_name]
     epochs = protocol['teacher_epochs'] if is_teacher else protocol['epochs']
     # The teacher's key hashes only what shapes the teacher, so changing the
     # student or the plugin does not retrain it. A student's key hashes the
@@ -324,7 +329,10 @@ def main(argv=None):
     parser.add_argument('spec', nargs='?', help="(run) the spec.json of one run")
     parser.add_argument('--data-root', default=os.environ.get(
         'VKD_FACEMASK', str(ROOT.parent / 'shared' / 'data' / 'facemask')))
-    parser.add_argument('--quick', action='store_true', help='reduced protocol (smoke test)')
+    parser.add_argument('--quick', action='store_true',
+                        help='reduced protocol (smoke test); same as --protocol quick')
+    parser.add_argument('--protocol', choices=list(PROTOCOLS),
+                        help="'full' (default), 'quick', or 'long' (student epochs doubled)")
     parser.add_argument('--seeds', type=int, nargs='+',
                         help='seeds of the main methods (default: 0 1; --quick: 0)')
     parser.add_argument('--ablation-seeds', type=int, nargs='+', default=[0])
@@ -334,8 +342,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == 'run':
         return run_one(args.spec)
-    protocol = 'quick' if args.quick else 'full'
-    args.seeds = args.seeds or ([0] if args.quick else [0, 1])
+    protocol = args.protocol or ('quick' if args.quick else 'full')
+    args.seeds = args.seeds or ([0] if protocol == 'quick' else [0, 1])
     out = Path(args.out)
     if args.command == 'report':
         from benchmarks.facemask_report import write_report

@@ -4,7 +4,8 @@ import statistics
 from pathlib import Path
 
 COMMAND = {'full': 'python benchmarks/bench_facemask.py',
-           'quick': 'python benchmarks/bench_facemask.py --quick'}
+           'quick': 'python benchmarks/bench_facemask.py --quick',
+           'long': 'python benchmarks/bench_facemask.py --protocol long --methods none vkd --seeds 0'}
 DETECTION_LOSSES = ('loss_cls', 'loss_bbox')
 HEADER = ['| method | bbox mAP | mAP50 | seeds | minutes | distill ÷ detection loss |',
           '|---|---|---|---|---|---|']
@@ -57,8 +58,8 @@ def _row(label, runs):
 def write_report(out: Path, protocol: str, protocols: dict, methods: dict, main_methods,
                  ablation_note: str, pair: dict = None, machine: str = None) -> Path:
     runs = _load(Path(out), protocol)
-    teacher = runs.get('teacher', [{}])[0]
     p = protocols[protocol]
+    teacher = _load(Path(out), p.get('teacher_protocol', protocol)).get('teacher', [{}])[0]
     lines = [f'# Face-mask benchmark ({protocol} protocol)', '',
              f'Reproduce: `{COMMAND[protocol]}` (finished runs are cached; '
              f'`python benchmarks/bench_facemask.py report` rebuilds this file).', '']
@@ -77,6 +78,10 @@ def write_report(out: Path, protocol: str, protocols: dict, methods: dict, main_
     if protocol == 'quick':
         lines += ['The quick protocol is a smoke test of every method: one epoch on 96 '
                   'images is too short to detect anything, so its numbers are zeros.', '']
+    if protocol == 'long':
+        lines += ['The long protocol checks whether a gain appears with more training: '
+                  'the full protocol with twice the student epochs, for no distillation '
+                  'and VkD only, from the full protocol\'s teacher.', '']
     if pair:
         lines += [f'Student: {pair["student"]}.', '', f'Teacher: {pair["teacher"]}.', '']
     plain = [r for r in runs.get('none', []) if not r.get('failed')]
