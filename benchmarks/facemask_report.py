@@ -1,6 +1,7 @@
 """Tables and plots of the face-mask benchmark, from the per-run JSON files."""
 import json
 import statistics
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 COMMAND = {'full': 'python benchmarks/bench_facemask.py',
@@ -18,6 +19,18 @@ def _load(out: Path, protocol: str) -> dict:
         run = json.loads(path.read_text())
         runs.setdefault(run['method'], []).append(run)
     return runs
+
+
+def _mean_spread_text(values) -> str:
+    """'mean ± half-range' to 2 decimals, in exact decimal arithmetic: the values
+    are COCO's 0.1 steps, and binary floats would round a mean of 1.175 to 1.17
+    for one method and 1.18 for another."""
+    tenths = [Decimal(str(round(v, 1))) for v in values]
+    mean = sum(tenths) / len(tenths)
+    spread = (max(tenths) - min(tenths)) / 2
+    q = Decimal('0.01')
+    return (f'{mean.quantize(q, rounding=ROUND_HALF_UP)} ± '
+            f'{spread.quantize(q, rounding=ROUND_HALF_UP)}')
 
 
 def _stats(values):
@@ -44,14 +57,14 @@ def _row(label, runs):
     if not ok:
         reason = runs[0].get('error', '').splitlines()[-1:]
         return f'| {label} | failed | | | {reason[0] if reason else ""} | |'
-    m, s = _stats([100 * r['bbox_mAP'] for r in ok])
-    m50, s50 = _stats([100 * r['bbox_mAP_50'] for r in ok])
+    m = _mean_spread_text([100 * r['bbox_mAP'] for r in ok])
+    m50 = _mean_spread_text([100 * r['bbox_mAP_50'] for r in ok])
     minutes = ', '.join(f'{r["train_seconds"] / 60:.1f}' + ('†' if r.get('timing_note') else '')
                         for r in ok)
     seeds = ', '.join(str(r['seed']) + ('*' if r.get('note') else '') for r in ok)
     ratios = [loss_ratio(r) for r in ok]
     ratio = ', '.join(f'{x:.1f}x' for x in ratios) if all(ratios) else '–'
-    return (f'| {label} | {m:.2f} ± {s:.2f} | {m50:.2f} ± {s50:.2f} | {seeds} | {minutes} '
+    return (f'| {label} | {m} | {m50} | {seeds} | {minutes} '
             f'| {ratio} |')
 
 
