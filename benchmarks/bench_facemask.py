@@ -270,7 +270,7 @@ def run_one(spec_path: str) -> None:
         protocol=spec['protocol'], epochs=spec['epochs'],
         bbox_mAP=per_epoch[-1]['bbox_mAP'], bbox_mAP_50=per_epoch[-1]['bbox_mAP_50'],
         per_epoch=per_epoch, train_seconds=round(seconds, 1),
-        peak_rss_mib=round(peak_rss_mib(), 1),
+        peak_rss_mib=round(peak_rss_mib(), 1), machine=describe(),
         final_losses=losses[-1] if losses else {}, loss_log=losses[::5],
         note=f'no detections above the score threshold after epoch(s) {empty}: mAP 0'
         if empty else None,

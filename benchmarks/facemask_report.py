@@ -6,7 +6,7 @@ from pathlib import Path
 
 COMMAND = {'full': 'python benchmarks/bench_facemask.py',
            'quick': 'python benchmarks/bench_facemask.py --quick',
-           'long': 'python benchmarks/bench_facemask.py --protocol long --methods none vkd --seeds 0'}
+           'long': 'python benchmarks/bench_facemask.py --protocol long --methods none vkd --seeds 0 1'}
 DETECTION_LOSSES = ('loss_cls', 'loss_bbox')
 HEADER = ['| method | bbox mAP | mAP50 | seeds | minutes | distill ÷ detection loss |',
           '|---|---|---|---|---|---|']
@@ -76,8 +76,10 @@ def write_report(out: Path, protocol: str, protocols: dict, methods: dict, main_
     lines = [f'# Face-mask benchmark ({protocol} protocol)', '',
              f'Reproduce: `{COMMAND[protocol]}` (finished runs are cached; '
              f'`python benchmarks/bench_facemask.py report` rebuilds this file).', '']
-    if machine:
-        lines += [f'Machine: {machine}.', '']
+    # each run names its machine (runs before 2026-11-30 do not); else the caller's
+    machines = sorted({r['machine'] for rs in runs.values() for r in rs if r.get('machine')})
+    if machines or machine:
+        lines += [f'Machine: {"; ".join(machines or [machine])}.', '']
     lines += [f'Data: face-mask val split; student {p["epochs"]} epoch(s), teacher '
               f'{p["teacher_epochs"]}; batch 8, images resized to fit {tuple(p["scale"])}, '
               f'AdamW.', '',
