@@ -342,6 +342,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == 'run':
         return run_one(args.spec)
+    if args.quick and args.protocol not in (None, 'quick'):
+        parser.error(f'--quick contradicts --protocol {args.protocol}; give one of them')
     protocol = args.protocol or ('quick' if args.quick else 'full')
     args.seeds = args.seeds or ([0] if protocol == 'quick' else [0, 1])
     out = Path(args.out)
