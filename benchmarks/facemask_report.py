@@ -21,22 +21,18 @@ def _load(out: Path, protocol: str) -> dict:
     return runs
 
 
-def _mean_spread_text(values) -> str:
-    """'mean ± half-range' to 2 decimals, in exact decimal arithmetic: the values
-    are COCO's 0.1 steps, and binary floats would round a mean of 1.175 to 1.17
-    for one method and 1.18 for another."""
-    tenths = [Decimal(str(round(v, 1))) for v in values]
-    mean = sum(tenths) / len(tenths)
-    spread = (max(tenths) - min(tenths)) / 2
-    q = Decimal('0.01')
-    return (f'{mean.quantize(q, rounding=ROUND_HALF_UP)} ± '
-            f'{spread.quantize(q, rounding=ROUND_HALF_UP)}')
-
-
 def _stats(values):
-    mean = statistics.fmean(values)
-    spread = (max(values) - min(values)) / 2 if len(values) > 1 else 0.0
-    return mean, spread
+    """Mean and half-range of mAP values in %, as exact decimals: the values are
+    COCO's 0.1 steps, and binary floats would print a mean of 1.175 as 1.17 for
+    one method and 1.18 for another."""
+    tenths = [Decimal(str(round(v, 1))) for v in values]
+    return sum(tenths) / len(tenths), (max(tenths) - min(tenths)) / 2
+
+
+def _mean_spread_text(values) -> str:
+    """'mean ± half-range' to 2 decimals."""
+    q = Decimal('0.01')
+    return ' ± '.join(str(x.quantize(q, rounding=ROUND_HALF_UP)) for x in _stats(values))
 
 
 def loss_ratio(run: dict):
@@ -64,15 +60,16 @@ def _row(label, runs):
     seeds = ', '.join(str(r['seed']) + ('*' if r.get('note') else '') for r in ok)
     ratios = [loss_ratio(r) for r in ok]
     ratio = ', '.join(f'{x:.1f}x' for x in ratios) if all(ratios) else '–'
-    return (f'| {label} | {m} | {m50} | {seeds} | {minutes} '
-            f'| {ratio} |')
+    return f'| {label} | {m} | {m50} | {seeds} | {minutes} | {ratio} |'
 
 
 def write_report(out: Path, protocol: str, protocols: dict, methods: dict, main_methods,
                  ablation_note: str, pair: dict = None, machine: str = None) -> Path:
     runs = _load(Path(out), protocol)
     p = protocols[protocol]
-    teacher = _load(Path(out), p.get('teacher_protocol', protocol)).get('teacher', [{}])[0]
+    teacher_protocol = p.get('teacher_protocol', protocol)
+    teacher_runs = runs if teacher_protocol == protocol else _load(Path(out), teacher_protocol)
+    teacher = teacher_runs.get('teacher', [{}])[0]
     lines = [f'# Face-mask benchmark ({protocol} protocol)', '',
              f'Reproduce: `{COMMAND[protocol]}` (finished runs are cached; '
              f'`python benchmarks/bench_facemask.py report` rebuilds this file).', '']
@@ -158,7 +155,8 @@ def _plots(out: Path, protocol: str, runs: dict, methods: dict, main_methods):
     fig, ax = plt.subplots(figsize=(9, 4.5))
     stats = [_stats([100 * r['bbox_mAP'] for r in runs[n] if not r.get('failed')])
              for n in names]
-    ax.bar(range(len(names)), [m for m, _ in stats], yerr=[s for _, s in stats], capsize=4)
+    ax.bar(range(len(names)), [float(m) for m, _ in stats], yerr=[float(s) for _, s in stats],
+           capsize=4)
     ax.set_xticks(range(len(names)), names, rotation=30, ha='right', fontsize=8)
     ax.set_ylabel('final val bbox mAP (%)')
     ax.set_title('Final mAP (error bar: half the range over seeds)')
