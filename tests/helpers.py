@@ -56,6 +56,26 @@ def coco128_options(size=256, batch=2, images=4, val_images=4):
     return opts
 
 
+def small_vkd_runner_cfg(work_dir, size=128, batch=2, images=4, taps=('neck', ), **model):
+    """An in-process Runner config: the shipped RetinaNet VkD config with the
+    small pair, ``images`` coco128 images at ``size`` px, no checkpoints, no
+    custom hooks, every iteration logged."""
+    import copy
+    from mmengine.config import Config
+    student, teacher = small_pair()
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'vkd_retinanet_r50.py'))
+    cfg.merge_from_dict({**coco128_options(batch=batch, images=images),
+                         **resize_options(cfg, size)})
+    cfg.model = dict(type='VkDDistiller', student=copy.deepcopy(student),
+                     teacher=copy.deepcopy(teacher), taps=list(taps),
+                     probe_size=(128, 128), **model)
+    cfg.custom_hooks = []
+    cfg.work_dir = str(work_dir)
+    cfg.log_processor.window_size = 1  # log each iteration's values, not a running mean
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=100, save_last=False)
+    return cfg
+
+
 def resize_options(cfg, size):
     """Options setting every Resize in the train/val pipelines to ``size``."""
     opts = {}

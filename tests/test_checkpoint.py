@@ -78,3 +78,45 @@ def test_teacher_config_from_dict_file_and_mmdet_name(tmp_path):
         build_teacher_config(str(tmp_path / 'missing.py'))
     with pytest.raises(FileNotFoundError, match='cannot resolve teacher config'):
         build_teacher_config('mmdet::retinanet/no_such_config.py')
+
+
+def test_files_that_are_not_checkpoints_are_named_as_such(tmp_path):
+    from vkd_mmdet.checkpoint import InvalidCheckpointError
+    empty = tmp_path / 'empty.pth'
+    empty.write_bytes(b'')
+    with pytest.raises(InvalidCheckpointError, match=r'empty.pth is empty \(0 bytes\)'):
+        safe_load(str(empty))
+    noise = tmp_path / 'noise.pth'
+    noise.write_bytes(bytes(range(171, 256)) + bytes(range(0, 171)))  # starts with 0xab
+    with pytest.raises(InvalidCheckpointError, match=r'noise.pth \(256 bytes\) is not a valid '
+                                                     r'PyTorch checkpoint.*neither a zip'):
+        safe_load(str(noise))
+    # A real checkpoint cut short (an interrupted download).
+    whole = tmp_path / 'whole.pth'
+    torch.save({'state_dict': {'w': torch.randn(64, 64)}}, whole)
+    cut = tmp_path / 'cut.pth'
+    cut.write_bytes(whole.read_bytes()[:5000])
+    with pytest.raises(InvalidCheckpointError, match=r'cut.pth .*truncated'):
+        safe_load(str(cut))
+    # A legacy (non-zip) pickle that ends early, loaded trusted or not.
+    legacy = tmp_path / 'legacy.pth'
+    torch.save({'w': torch.zeros(8)}, legacy, _use_new_zipfile_serialization=False)
+    short = tmp_path / 'short.pth'
+    short.write_bytes(legacy.read_bytes()[:40])
+    for trust in (False, True):
+        with pytest.raises(InvalidCheckpointError, match='short.pth .*not a valid PyTorch'):
+            safe_load(str(short), trust=trust)
+    assert safe_load(str(legacy))['w'].shape == (8, )
+    assert torch.equal(safe_load(str(whole))['state_dict']['w'],
+                       torch.load(whole)['state_dict']['w'])
+
+
+def test_teacher_checkpoint_that_is_empty_fails_at_build_with_the_path(small_pair, tmp_path):
+    import copy
+    from vkd_mmdet.checkpoint import InvalidCheckpointError
+    from vkd_mmdet.models import VkDDistiller
+    empty = tmp_path / 'teacher.pth'
+    empty.touch()
+    student, teacher = small_pair
+    with pytest.raises(InvalidCheckpointError, match=f'{empty} is empty'):
+        VkDDistiller(copy.deepcopy(student), copy.deepcopy(teacher), teacher_ckpt=str(empty))

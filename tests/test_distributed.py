@@ -21,10 +21,16 @@ class RankDumpHook(Hook):
     def __init__(self, out):
         self.out = out
 
-    def after_train(self, runner):
+    def dump(self, runner, when):
         model = runner.model.module if hasattr(runner.model, 'module') else runner.model
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()},
-                   f'{self.out}/rank{get_rank()}.pth')
+                   f'{self.out}/rank{get_rank()}_{when}.pth')
+
+    def before_train(self, runner):
+        self.dump(runner, 'before')
+
+    def after_train(self, runner):
+        self.dump(runner, 'after')
 '''
 
 
@@ -50,9 +56,15 @@ def test_two_process_gloo_training_keeps_ranks_identical(tmp_path):
     assert 'rank 1/2 uses the gloo backend' in log and 'loss_vkd_neck' in log
     dumped = next((tmp_path / 'work').glob('*/vis_data/config.py')).read_text()
     assert 'find_unused_parameters=False' in dumped and 'find_unused_parameters=True' not in dumped
-    r0 = torch.load(tmp_path / 'rank0.pth', weights_only=True)
-    r1 = torch.load(tmp_path / 'rank1.pth', weights_only=True)
-    assert r0.keys() == r1.keys()
+    r0 = torch.load(tmp_path / 'rank0_after.pth', weights_only=True)
+    r1 = torch.load(tmp_path / 'rank1_after.pth', weights_only=True)
+    start = torch.load(tmp_path / 'rank0_before.pth', weights_only=True)
+    assert r0.keys() == r1.keys() == start.keys()
     for k in r0:
         assert torch.equal(r0[k], r1[k]), k
+    # The ranks agree because they trained together, not because nothing moved.
+    moved = {k for k in r0 if not torch.equal(r0[k], start[k])}
+    for prefix in ('student.neck.', 'student.bbox_head.', 'student.backbone.layer4.',
+                   'distill_losses.neck.', 'distill_losses.backbone.'):
+        assert any(k.startswith(prefix) for k in moved), prefix
     assert (tmp_path / 'work' / 'student' / 'student_final.pth').is_file()  # rank 0 only

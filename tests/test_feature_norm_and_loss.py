@@ -87,12 +87,15 @@ def test_every_learnable_parameter_gets_a_nonzero_gradient(norm, norm_side):
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-def test_affine_only_where_not_cancelled_by_standardisation():
-    # Per-channel standardisation cancels a per-channel affine: no dead parameters.
-    names = {n for n, _ in VkDLoss(8, 16, norm='standardize').named_parameters()}
-    assert not any('scale' in n or 'bias' in n for n in names)
-    names = {n for n, _ in VkDLoss(8, 16, norm='layernorm', norm_side='teacher').named_parameters()}
-    assert {'projector.scale', 'projector.bias'} <= names
+@pytest.mark.parametrize('norm,norm_side', [('standardize', 'both'), ('standardize', 'teacher'),
+                                            ('layernorm', 'teacher'), ('none', 'both')])
+def test_no_affine_unless_asked_so_the_projection_stays_an_isometry(norm, norm_side):
+    loss = VkDLoss(8, 16, norm=norm, norm_side=norm_side)
+    assert dict(loss.named_parameters()).keys() == {'projector.linear.parametrizations.weight.original'}
+    x = torch.randn(2, 8, 3, 3)
+    torch.testing.assert_close(loss.projector(x).norm(dim=1), x.norm(dim=1))
+    asked = VkDLoss(8, 16, norm=norm, norm_side=norm_side, affine=True)
+    assert {'projector.scale', 'projector.bias'} <= dict(asked.named_parameters()).keys()
 
 
 def test_finite_under_bf16_autocast_and_resizes_student_to_teacher():

@@ -1,4 +1,6 @@
 """OrthogonalProjector: the constraint holds at init and after aggressive training."""
+import copy
+
 import pytest
 import torch
 
@@ -78,3 +80,62 @@ def test_affine_is_optional_and_bad_arguments_fail_clearly():
         OrthogonalProjector(8, 8, orthogonal_map='nope')
     with pytest.raises(ValueError, match='expects 8 channels'):
         OrthogonalProjector(8, 16)(torch.randn(1, 9, 2, 2))
+
+
+class _Distiller(torch.nn.Module):
+    """The parameter layout of VkDDistiller: projectors under ``distill_losses``."""
+
+    def __init__(self, orthogonal_map):
+        super().__init__()
+        self.student = torch.nn.Conv2d(8, 8, 1)
+        self.distill_losses = torch.nn.ModuleList([
+            OrthogonalProjector(8, 8, orthogonal_map=orthogonal_map),
+            OrthogonalProjector(8, 16, orthogonal_map=orthogonal_map)])
+
+
+def train_three_mmdet_steps(model, optim_cfg):
+    """3 SGD steps with mmdet's defaults, through mmengine's optimizer builder."""
+    from mmengine.optim import build_optim_wrapper
+    wrapper = build_optim_wrapper(model, optim_cfg)
+    torch.manual_seed(0)
+    for _ in range(3):
+        x = torch.randn(4, 8, 3, 3)
+        loss = sum((p(model.student(x)) - 1).square().mean() for p in model.distill_losses)
+        wrapper.update_params(loss)
+    return max(p.orthogonality_error() for p in model.distill_losses)
+
+
+@pytest.mark.parametrize('orth_map', ['qr', 'matrix_exp', 'cayley', 'householder'])
+def test_every_map_stays_orthogonal_under_the_default_weight_decay(orth_map):
+    from mmengine.config import Config
+    from vkd_mmdet.optim import exclude_projectors_from_weight_decay
+    optim = dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.01, momentum=0.9,
+                                                     weight_decay=1e-4))
+    cfg = Config(dict(optim_wrapper=optim))
+    assert 'not weight-decayed' in exclude_projectors_from_weight_decay(cfg)
+    torch.manual_seed(0)
+    assert train_three_mmdet_steps(_Distiller(orth_map), cfg.optim_wrapper) < 1e-5
+    if orth_map == 'householder':
+        # What the default prevents: decayed, torch's Householder map collapses.
+        torch.manual_seed(0)
+        assert train_three_mmdet_steps(_Distiller(orth_map), copy.deepcopy(optim)) > 0.5
+
+
+def test_projector_weight_decay_default_respects_the_config():
+    from mmengine.config import Config
+    from vkd_mmdet.optim import exclude_projectors_from_weight_decay
+    rtmdet_like = Config(dict(optim_wrapper=dict(
+        optimizer=dict(type='AdamW', lr=0.004, weight_decay=0.05),
+        paramwise_cfg=dict(norm_decay_mult=0, bypass_duplicate=True))))
+    exclude_projectors_from_weight_decay(rtmdet_like)
+    assert rtmdet_like.optim_wrapper.paramwise_cfg == dict(
+        norm_decay_mult=0, bypass_duplicate=True,
+        custom_keys=dict(distill_losses=dict(decay_mult=0.0)))
+    mine = Config(dict(optim_wrapper=dict(
+        optimizer=dict(type='SGD', lr=0.01, weight_decay=1e-4),
+        paramwise_cfg=dict(custom_keys=dict(distill_losses=dict(decay_mult=0.5))))))
+    assert 'kept as given' in exclude_projectors_from_weight_decay(mine)
+    assert mine.optim_wrapper.paramwise_cfg.custom_keys.distill_losses.decay_mult == 0.5
+    no_decay = Config(dict(optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01))))
+    assert 'no weight decay' in exclude_projectors_from_weight_decay(no_decay)
+    assert 'paramwise_cfg' not in no_decay.optim_wrapper

@@ -1,11 +1,14 @@
 """End to end: tools/train.py on configs/vkd_retinanet_r50.py with real coco128 data,
 a teacher checkpoint saved here (no download possible), then the exported student
 in a plain MMDetection process."""
+import pickle
 import re
 import subprocess
 import sys
 
+import numpy as np
 import torch
+from mmdet.apis import inference_detector
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.hub import get_config
@@ -106,8 +109,6 @@ def test_train_vkd_retinanet_r50_on_coco128(tmp_path):
                     str(student_dir / 'student_config.py'),
                     str(student_dir / 'student_final.pth'), str(image), str(out)],
                    check=True, cwd=tmp_path)
-    from mmdet.apis import inference_detector
-    import numpy as np
     model.cfg = cfg
     model.eval()
     ours = inference_detector(model, str(image)).pred_instances
@@ -122,24 +123,34 @@ def test_train_vkd_retinanet_r50_on_coco128(tmp_path):
     # continues the run from mmengine's own checkpoint under torch's weights_only.
     work = tmp_path / 'work'
     argv_opts = cfg_options_argv(options)
-    def evaluate(checkpoint):
+    def evaluate(checkpoint, out):
         proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'test.py'), str(CONFIG),
                                str(checkpoint), '--work-dir', str(tmp_path / 'test'),
+                               '--out', str(out),
                                '--cfg-options', *argv_opts, 'model.teacher_ckpt=/nonexistent.pth'],
                               capture_output=True, text=True, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
         log = proc.stdout + proc.stderr
-        found = re.search(r'coco/bbox_mAP: (-?[\d.]+)', log)
-        assert found, log[-3000:]
-        return float(found.group(1)), log
+        assert re.search(r'coco/bbox_mAP: (-?[\d.]+)', log), log[-3000:]
+        with open(out, 'rb') as f:
+            return {r['img_path']: r['pred_instances'] for r in pickle.load(f)}, log
 
-    # The training checkpoint is reduced to its student; an exported student
-    # loads as it is. Both are the same weights, so both score the same.
-    map_train, log = evaluate(work / 'epoch_1.pth')
+    # tools/test.py evaluates the weights it is given: its predictions are the
+    # trained model's, image by image. The training checkpoint is reduced to
+    # its student; an exported student loads as it is.
+    preds, log = evaluate(work / 'epoch_1.pth', tmp_path / 'from_training.pkl')
     assert 'Load checkpoint from ' + str(tmp_path / 'test' / 'student_for_test.pth') in log
-    map_export, log = evaluate(student_dir / 'student_final.pth')
+    assert len(preds) == 4
+    for path, pred in preds.items():
+        mine = inference_detector(model, path).pred_instances
+        np.testing.assert_allclose(pred['bboxes'].numpy(), mine.bboxes.numpy(), rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(pred['scores'].numpy(), mine.scores.numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(pred['labels'].numpy(), mine.labels.numpy())
+    exported_preds, log = evaluate(student_dir / 'student_final.pth', tmp_path / 'from_export.pkl')
     assert 'Load checkpoint from ' + str(student_dir / 'student_final.pth') in log
-    assert map_train == map_export
+    assert exported_preds.keys() == preds.keys()
+    for path in preds:
+        assert torch.equal(exported_preds[path]['scores'], preds[path]['scores'])
 
     proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'export_student.py'),
                            str(work / 'epoch_1.pth'), str(tmp_path / 'exp' / 'student.pth')],

@@ -1,6 +1,7 @@
 """Evaluate a detector: the student of a VkD checkpoint, or a plain detector.
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--cfg-options k=v ...]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl]
+        [--cfg-options k=v ...]
 
 With a VkD config the student alone is built and evaluated (the teacher is not
 needed, nor downloaded); CHECKPOINT may be a training checkpoint or an exported
@@ -26,6 +27,8 @@ def parse_args(argv=None):
     parser.add_argument('config')
     parser.add_argument('checkpoint')
     parser.add_argument('--work-dir')
+    parser.add_argument('--out', help='dump the predictions to this .pkl file (as '
+                                      "MMDetection's tools/test.py --out does)")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none')
@@ -58,8 +61,14 @@ def build_test_config(args) -> Config:
 
 
 def main(argv=None):
-    cfg = build_test_config(parse_args(argv))
+    args = parse_args(argv)
+    if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
+        raise SystemExit(f'test.py: --out {args.out} must be a .pkl or .pickle file')
+    cfg = build_test_config(args)
     runner = Runner.from_cfg(cfg)
+    if args.out is not None:
+        from mmdet.evaluation import DumpDetResults
+        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
     return runner.test()
 
 

@@ -19,6 +19,8 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+from vkd_mmdet.optim import exclude_projectors_from_weight_decay  # noqa: E402
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a detector (VkD distillation or plain)')
@@ -56,6 +58,9 @@ def build_config(args) -> Config:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+
+    if cfg.get('model', {}).get('type') == 'VkDDistiller':
+        print(f'train.py: {exclude_projectors_from_weight_decay(cfg)}')
 
     if args.launcher == 'pytorch' and not torch.cuda.is_available():
         setup_cpu_distributed(cfg)

@@ -12,8 +12,10 @@ same way and names the offending types when a file needs more.
 import os
 import os.path as osp
 import pickle
+import re
 import urllib.parse
 import urllib.request
+import zipfile
 from collections import OrderedDict
 from typing import Dict, List
 
@@ -24,11 +26,15 @@ from torch import nn
 from .export import STUDENT_PREFIX, student_state_dict
 
 __all__ = ['allow_mmengine_checkpoints', 'safe_load', 'load_teacher_checkpoint',
-           'UntrustedCheckpointError', 'CheckpointMismatchError']
+           'UntrustedCheckpointError', 'CheckpointMismatchError', 'InvalidCheckpointError']
 
 
 class UntrustedCheckpointError(RuntimeError):
     """The file needs types outside the allow-list to unpickle."""
+
+
+class InvalidCheckpointError(ValueError):
+    """The file is not a PyTorch checkpoint at all: empty, truncated or another format."""
 
 
 class CheckpointMismatchError(ValueError):
@@ -95,21 +101,67 @@ def _offending_globals(path: str) -> List[str]:
         return []
 
 
+# torch.save writes a zip archive (torch >= 1.6) or, with the legacy format, a
+# pickle stream, whose first byte is the PROTO opcode followed by the protocol.
+_PICKLE_PROTO = 0x80
+
+
+def check_checkpoint_file(path: str) -> None:
+    """Raise :class:`InvalidCheckpointError` naming ``path`` unless it looks like
+    something ``torch.save`` wrote: a complete zip archive or a pickle stream."""
+    size = osp.getsize(path)
+    if size == 0:
+        raise InvalidCheckpointError(
+            f'checkpoint {path} is empty (0 bytes): an interrupted download or save. '
+            f'Delete it and download or save it again.')
+    if zipfile.is_zipfile(path):
+        return
+    with open(path, 'rb') as f:
+        head = f.read(2)
+    if len(head) == 2 and head[0] == _PICKLE_PROTO and 2 <= head[1] <= 5:
+        return  # legacy (non-zip) torch.save format
+    with open(path, 'rb') as f:
+        zip_start = f.read(4) == b'PK\x03\x04'
+    what = ('a zip archive without its end (truncated: an interrupted download or save?)'
+            if zip_start else 'neither a zip archive nor a pickle stream')
+    raise InvalidCheckpointError(
+        f'checkpoint {path} ({size} bytes) is not a valid PyTorch checkpoint: it is '
+        f'{what}. Check the path, or download or save it again.')
+
+
 def safe_load(path: str, trust: bool = False, map_location='cpu'):
     """``torch.load`` with only tensors, plain types and mmengine's own types.
 
     With ``trust=True`` the file is fully unpickled (it can run arbitrary code).
+    Files that are not checkpoints at all (empty, truncated, another format)
+    raise :class:`InvalidCheckpointError` with the path, before unpickling.
     """
-    if trust:
-        return torch.load(path, map_location=map_location, weights_only=False)
+    check_checkpoint_file(path)
     try:
+        if trust:
+            try:
+                return torch.load(path, map_location=map_location, weights_only=False)
+            except pickle.UnpicklingError as exc:
+                raise InvalidCheckpointError(
+                    f'checkpoint {path} is not a valid PyTorch checkpoint (corrupt '
+                    f'pickle stream: {_unpickler_error(exc)})') from exc
         # Not the `safe_globals` context manager: on exit it would drop these
         # types from the process-wide list that mmengine's own loads rely on.
         allow_mmengine_checkpoints()
         return torch.load(path, map_location=map_location, weights_only=True)
+    except (EOFError, RuntimeError) as exc:  # a stream that ends early, a broken archive
+        raise InvalidCheckpointError(
+            f'checkpoint {path} is not a valid PyTorch checkpoint (truncated or '
+            f'corrupt): {type(exc).__name__}: {exc}') from exc
     except pickle.UnpicklingError as exc:
         allowed = _allowed_names()
         names = [n for n in _offending_globals(path) if n not in allowed]
+        reason = _unpickler_error(exc)
+        if not names and not any(w in reason.lower() for w in ('global', 'refusing')):
+            # Not a refused type but a stream torch cannot even parse.
+            raise InvalidCheckpointError(
+                f'checkpoint {path} is not a valid PyTorch checkpoint (corrupt pickle '
+                f'stream: {reason})') from exc
         names = names or [line.strip() for line in str(exc).splitlines()
                           if 'refusing' in line or 'Unsupported' in line][:1] or [str(exc)]
         raise UntrustedCheckpointError(
@@ -117,6 +169,15 @@ def safe_load(path: str, trust: bool = False, map_location='cpu'):
             f'{names}. Loading it could run arbitrary code. If you made this file '
             f'yourself and trust it, pass trust_teacher_ckpt=True (model config) to '
             f'unpickle it fully.') from exc
+
+
+def _unpickler_error(exc: BaseException) -> str:
+    """The reason in torch's weights-only error, without its boilerplate."""
+    text = str(exc)
+    found = re.search(r'WeightsUnpickler error:\s*(.*?)\s*(?:\n\s*\nCheck the documentation|$)',
+                      text, re.S)
+    reason = found.group(1) if found else text
+    return ' '.join(reason.split()) or type(exc).__name__
 
 
 def fetch(url_or_path: str, timeout: float = 15.0) -> str:

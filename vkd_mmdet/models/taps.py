@@ -7,7 +7,7 @@ from typing import List, Optional, Sequence, Union
 import torch
 
 from .feature_recorder import RepeatedCall
-from .vkd_loss import VkDLoss
+from .vkd_loss import VkDLoss, check_loss_weight
 
 # The detection setting of the official code: every level, weight 4.0,
 # per-channel standardisation, orthogonal projection, smooth-L1.
@@ -63,6 +63,10 @@ def parse_taps(taps: Union[str, dict, Sequence], defaults: Optional[dict] = None
     """Turn the user's ``taps`` (strings and/or dicts) into :class:`TapSpec`s."""
     if isinstance(taps, (str, dict)):
         taps = [taps]
+    if taps is None or len(taps) == 0:
+        raise ValueError("VkDDistiller: taps is empty, so nothing would be distilled. "
+                         "Give at least one tap, e.g. taps=['neck'] (every FPN level); "
+                         "to train without distillation, use the student's own config.")
     base = dict(DEFAULT_TAP_LOSS, **(defaults or {}))
     base_reduction = _level_reduction(base.pop('level_reduction', DEFAULT_LEVEL_REDUCTION),
                                       'tap_defaults')
@@ -111,6 +115,8 @@ def _check_loss_keys(cfg: dict, where: str):
     if unknown:
         raise ValueError(f'VkD {where}: unknown option(s) {unknown}. Tap options: '
                          f'{list(SPEC_KEYS)}; loss options: {list(LOSS_KEYS)}')
+    if 'loss_weight' in cfg:
+        check_loss_weight(cfg['loss_weight'], f'VkD {where}')
 
 
 def feature_levels(output, path: str, role: str) -> List[torch.Tensor]:

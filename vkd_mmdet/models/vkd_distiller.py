@@ -7,7 +7,6 @@ from typing import Dict, List, Optional, Union
 import torch
 import torch.nn as nn
 from mmengine.config import Config, ConfigDict
-from mmengine.dist import all_reduce, is_distributed
 from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope
 from mmengine.structures import InstanceData
@@ -19,6 +18,8 @@ from mmdet.structures import DetDataSample
 from ..checkpoint import load_teacher_checkpoint
 from .feature_norm import default_channel_dim
 from .feature_recorder import FeatureRecorder
+from .level_pairing import LevelPairing, pair_levels
+from .nonfinite_guard import NonFiniteGuard
 from .taps import TapSpec, feature_levels, parse_taps, select_levels
 from .vkd_loss import VkDLoss
 
@@ -81,6 +82,12 @@ class VkDDistiller(BaseDetector):
             code execution!). Only for files you made yourself.
         probe_size: ``(H, W)`` of the dummy image used once to read channel
             counts and level counts off both models.
+        max_nonfinite_steps: under fp16 loss scaling a step whose student or
+            distillation loss is NaN/Inf is skipped (the ``GradScaler`` skips it
+            and lowers its scale, as in stock MMDetection), counted in
+            ``vkd_nonfinite_steps``; training stops after this many such steps
+            in a row. Without loss scaling it stops at the first one, before the
+            weights change. See :mod:`vkd_mmdet.models.nonfinite_guard`.
     """
 
     def __init__(self,
@@ -91,11 +98,13 @@ class VkDDistiller(BaseDetector):
                  tap_defaults: Optional[dict] = None,
                  trust_teacher_ckpt: bool = False,
                  probe_size=(256, 256),
+                 max_nonfinite_steps: int = 10,
                  data_preprocessor=None,
                  init_cfg=None):
         with _mmdet_scope():
             super().__init__(data_preprocessor=None, init_cfg=init_cfg)
             self.tap_specs: List[TapSpec] = parse_taps(taps, tap_defaults)
+            self.nonfinite = NonFiniteGuard(max_nonfinite_steps)
             self.student = MODELS.build(ConfigDict(student))
             if data_preprocessor is not None:
                 self.student.data_preprocessor = MODELS.build(data_preprocessor)
@@ -123,13 +132,13 @@ class VkDDistiller(BaseDetector):
         self._student_needs_head = any(
             t.student.split('.')[0] not in _FEATURE_ROOTS for t in self.tap_specs)
 
+        self.level_pairings: Dict[str, LevelPairing] = {}
         self.distill_losses = nn.ModuleDict({
             spec.key: self._build_tap_losses(spec, s_feats, t_feats)
             for spec, (s_feats, t_feats) in zip(self.tap_specs, self._probe(probe_size))
         })
         # Set by DistillWeightScheduleHook; 0 switches distillation off.
         self.distill_weight = 1.0
-        self.nonfinite_skips = 0
 
     # ----------------------------------------------------------------- set-up
     def _probe(self, size):
@@ -147,7 +156,7 @@ class VkDDistiller(BaseDetector):
                                   self._teacher_needs_head, stop_early=False)
         finally:
             self.student.train(was_training)
-        return [self._pair_levels(spec, s_out, t_out) for spec in self.tap_specs]
+        return [self._resolve_levels(spec, s_out, t_out, size) for spec in self.tap_specs]
 
     @staticmethod
     def _run(model, recorder, inputs, samples, needs_head, stop_early=True) -> Dict[str, object]:
@@ -163,18 +172,28 @@ class VkDDistiller(BaseDetector):
                                f'pass, so they cannot be distilled')
         return outputs
 
-    def _pair_levels(self, spec: TapSpec, s_out, t_out):
+    def _resolve_levels(self, spec: TapSpec, s_out, t_out, size):
+        """Pair the tap's levels (by stride unless given), store them in ``spec``,
+        log the pairs, and return the paired probe features."""
+        s_all = feature_levels(s_out[spec.student], spec.student, 'student')
+        t_all = feature_levels(t_out[spec.teacher], spec.teacher, 'teacher')
+        select_levels(s_all, spec.student_levels, spec.student, 'student')  # checks indices
+        select_levels(t_all, spec.teacher_levels, spec.teacher, 'teacher')
+        pairing = pair_levels(spec.name, s_all, t_all, spec.student_levels,
+                              spec.teacher_levels, size)
+        spec.student_levels, spec.teacher_levels = pairing.student, pairing.teacher
+        self.level_pairings[spec.key] = pairing
+        MMLogger.get_current_instance().info(
+            f"VkD tap '{spec.name}' ({spec.student} -> {spec.teacher}): {pairing.describe()}")
+        return self._pair_levels(spec, s_out, t_out)
+
+    @staticmethod
+    def _pair_levels(spec: TapSpec, s_out, t_out):
+        """The tap's paired ``(student, teacher)`` feature lists of one forward pass."""
         s_feats = select_levels(feature_levels(s_out[spec.student], spec.student, 'student'),
                                 spec.student_levels, spec.student, 'student')
         t_feats = select_levels(feature_levels(t_out[spec.teacher], spec.teacher, 'teacher'),
                                 spec.teacher_levels, spec.teacher, 'teacher')
-        if len(s_feats) != len(t_feats):
-            raise ValueError(
-                f"VkD tap '{spec.name}': the student's '{spec.student}' gives "
-                f"{len(s_feats)} levels (channels {[f.shape[1] for f in s_feats]}), the "
-                f"teacher's '{spec.teacher}' {len(t_feats)} (channels "
-                f"{[f.shape[1] for f in t_feats]}). Pair them with student_levels=[...] "
-                f"and teacher_levels=[...] in the tap.")
         return s_feats, t_feats
 
     @staticmethod
@@ -204,30 +223,25 @@ class VkDDistiller(BaseDetector):
                                   batch_data_samples, self._teacher_needs_head)
         with self.student_recorder.record() as s_out:
             losses = self.student.loss(batch_inputs, batch_data_samples)
-        _check_student_losses(losses)
-        if weight == 0.0:
-            # Distillation off: zero terms keep every projector in the graph, so
-            # DDP without find_unused_parameters still sees all gradients.
-            for spec in self.tap_specs:
-                losses[f'loss_vkd_{spec.key}'] = _zero_like_params(self.distill_losses[spec.key])
-            return losses
-
+        distill = {}
         for spec in self.tap_specs:
+            if weight == 0.0:
+                # Distillation off: zero terms keep every projector in the graph, so
+                # DDP without find_unused_parameters still sees all gradients.
+                distill[f'loss_vkd_{spec.key}'] = _zero_like_params(self.distill_losses[spec.key])
+                continue
             s_feats, t_feats = self._pair_levels(spec, s_out, t_out)
             tap_losses = self.distill_losses[spec.key]
             total = sum(loss(s, t) for loss, s, t in zip(tap_losses, s_feats, t_feats))
             if spec.level_reduction == 'mean':
                 total = total / len(tap_losses)
-            if not torch.isfinite(total):
-                self.nonfinite_skips += 1
-                MMLogger.get_current_instance().warning(
-                    f"VkD tap '{spec.name}': non-finite distillation loss ({total.item()}); "
-                    f"skipping it this iteration ({self.nonfinite_skips} skipped so far). "
-                    f"Check the student/teacher features for NaN/Inf.")
-                total = _zero_like_params(tap_losses)
-            losses[f'loss_vkd_{spec.key}'] = total * weight
-        if self.nonfinite_skips:
-            losses['vkd_nonfinite_skips'] = torch.tensor(float(self.nonfinite_skips))
+            distill[f'loss_vkd_{spec.key}'] = total * weight
+        skip = self.nonfinite.check(losses, distill, self, batch_inputs.device.type)
+        if skip is not None:
+            first = next(iter(distill))
+            distill[first] = distill[first] + skip
+        losses.update(distill)
+        losses['vkd_nonfinite_steps'] = torch.tensor(float(self.nonfinite.skipped))
         return losses
 
     # -------------------------------------------------------- student only
@@ -266,32 +280,6 @@ def _warn_on_preprocessing_mismatch(student: dict, teacher: dict):
             f'{diff} (student, teacher). The teacher sees the student\'s '
             f'preprocessed input, unlike in its own training; prefer a teacher '
             f'trained with the same normalisation.')
-
-
-def _check_student_losses(losses: dict):
-    """Stop before a non-finite student loss reaches the weights (and a checkpoint).
-
-    A bad distillation term is skipped (the student can still learn from its
-    own loss); a bad student loss cannot be, so training stops here, with the
-    weights and the last checkpoint still intact. Under DDP the verdict is
-    all-reduced, so every rank stops together instead of the others hanging.
-    """
-    # mmdet heads return a tensor or a list of per-level tensors per key.
-    student = {k: list(v) if isinstance(v, (list, tuple)) else [v]
-               for k, v in losses.items() if 'loss' in k}
-    values = [v.detach().float().sum() for vs in student.values() for v in vs]
-    if not values:
-        return
-    finite = torch.isfinite(torch.stack(values)).all().float()
-    if is_distributed():
-        all_reduce(finite, op='min')
-    if finite.item() < 1:
-        bad = {k: [float(v) for v in vs] for k, vs in student.items()}
-        raise FloatingPointError(
-            f"VkDDistiller: the student's own losses are non-finite on some rank "
-            f"(here: {bad}); stopping before the weights become NaN. The last "
-            f"checkpoint is intact: lower the learning rate (or enable gradient "
-            f"clipping) and --resume.")
 
 
 def _zero_like_params(module: nn.Module) -> torch.Tensor:

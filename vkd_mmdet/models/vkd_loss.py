@@ -1,4 +1,6 @@
 """VkD feature loss for one student/teacher feature pair."""
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -36,9 +38,11 @@ class VkDLoss(nn.Module):
         loss_weight: multiplies the loss.
         projection: ``'orthogonal'`` (VkD), ``'linear'`` (an unconstrained 1x1
             map, as in FitNet) or ``'none'`` (needs ``C_s == C_t``).
-        affine: learnable per-channel scale and bias after the projection;
-            ``None`` adds them only where they are not cancelled, i.e. unless the
-            student side is standardised per channel.
+        affine: learnable per-channel scale and bias after the projection. Off by
+            default: neither official recipe has one where the student side is
+            not standardised (DeiT: none; ViDT: one that standardisation cancels),
+            and it breaks the projection's isometry. Under per-channel
+            standardisation of the student side it would be cancelled exactly.
         orthogonal_map: see :class:`OrthogonalProjector`.
         align: how to match spatial sizes of 4-D features:
             ``'student_to_teacher'`` (default; bilinear resize of the student),
@@ -57,7 +61,7 @@ class VkDLoss(nn.Module):
                  loss: str = 'smooth_l1',
                  loss_weight: float = 1.0,
                  projection: str = 'orthogonal',
-                 affine=None,
+                 affine: bool = False,
                  orthogonal_map: str = 'qr',
                  align: str = 'student_to_teacher'):
         super().__init__()
@@ -71,18 +75,15 @@ class VkDLoss(nn.Module):
         self.norm = norm
         self.norm_side = norm_side
         self.loss_name = loss
-        self.loss_weight = float(loss_weight)
+        self.loss_weight = check_loss_weight(loss_weight, 'VkDLoss')
         self.align = align
 
-        student_standardized = norm == 'standardize' and norm_side in ('both', 'student')
-        if affine is None:
-            affine = not student_standardized
         if projection == 'orthogonal':
             self.projector = OrthogonalProjector(
                 student_channels, teacher_channels, affine=affine,
                 orthogonal_map=orthogonal_map)
         elif projection == 'linear':
-            self.projector = nn.Conv2d(student_channels, teacher_channels, 1, bias=affine)
+            self.projector = nn.Conv2d(student_channels, teacher_channels, 1, bias=bool(affine))
         else:
             if student_channels != teacher_channels:
                 raise ValueError(
@@ -127,6 +128,18 @@ class VkDLoss(nn.Module):
     def extra_repr(self) -> str:
         return (f'norm={self.norm} ({self.norm_side}), loss={self.loss_name}, '
                 f'loss_weight={self.loss_weight}, align={self.align}')
+
+
+def check_loss_weight(value, where: str) -> float:
+    """A loss weight must be a finite number >= 0 (0 switches the term off)."""
+    try:
+        weight = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f'{where}: loss_weight={value!r} is not a number') from None
+    if not math.isfinite(weight) or weight < 0:
+        raise ValueError(f'{where}: loss_weight={value!r}; it must be a finite '
+                         f'number >= 0 (0 switches the term off)')
+    return weight
 
 
 def _check_choice(name, value, choices):

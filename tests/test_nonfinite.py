@@ -1,0 +1,165 @@
+"""A NaN/Inf loss: skipped under fp16 loss scaling (as stock MMDetection does),
+a stop before the weights change without it or when it persists, on every rank."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.hooks import Hook
+from mmengine.runner import Runner
+
+from helpers import (ROOT, cfg_options_argv, coco128_options, detection_batch, read_scalars,
+                     small_pair, small_vkd_runner_cfg)
+from vkd_mmdet.models import VkDDistiller
+
+
+def poison_inputs(module, value=float('inf')):
+    """Multiply what ``module`` receives by ``value`` (its outputs become Inf/NaN)."""
+    return module.register_forward_pre_hook(lambda m, args: (tuple(x * value for x in args[0]), ))
+
+
+class InjectAndWatch(Hook):
+    """Poisons the student's neck inputs at the given iterations and records, per
+    iteration, whether any trainable parameter changed and the loss scale."""
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, iters):
+        self.iters = set(iters)
+        self.changed, self.scales = {}, {}
+        self.before = self.handle = None
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        model = runner.model
+        self.before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        if runner.iter in self.iters:
+            self.handle = poison_inputs(model.student.neck)
+
+    def params_changed(self, model):
+        return any(not torch.equal(self.before[n], p) for n, p in model.named_parameters())
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+        it = runner.iter  # mmengine counts the iteration up after this hook
+        self.changed[it] = self.params_changed(runner.model)
+        scaler = getattr(runner.optim_wrapper, 'loss_scaler', None)
+        self.scales[it] = scaler.get_scale() if scaler is not None else None
+
+
+def fp16_cfg(tmp_path, images=4, **model):
+    # fp16 convolutions are slow on a CPU: one small image per iteration.
+    cfg = small_vkd_runner_cfg(tmp_path, size=96, batch=1, images=images, **model)
+    cfg.optim_wrapper.update(type='CPUAmpOptimWrapper', dtype='float16',
+                             loss_scale=dict(init_scale=64.0))
+    return cfg
+
+
+def test_fp16_loss_scaling_skips_nonfinite_steps_and_trains_on(tmp_path):
+    runner = Runner.from_cfg(fp16_cfg(tmp_path))
+    watch = InjectAndWatch(iters=[1, 2])
+    runner.register_hook(watch)
+    runner.train()
+    # The poisoned steps moved no weight; the others did.
+    assert watch.changed == {0: True, 1: False, 2: False, 3: True}
+    # The scaler saw the non-finite gradients and halved its scale each time.
+    assert watch.scales[1] == watch.scales[0] / 2 and watch.scales[2] == watch.scales[0] / 4
+    assert watch.scales[3] == watch.scales[2]
+    records = [r for r in read_scalars(tmp_path) if 'loss' in r]
+    assert [r['vkd_nonfinite_steps'] for r in records] == [0, 1, 2, 2]
+    assert runner.model.nonfinite.skipped == 2
+    for proj in runner.model.projectors().values():
+        assert torch.isfinite(proj.weight).all() and proj.orthogonality_error() < 1e-5
+
+
+def test_fp16_loss_scaling_stops_when_nonfinite_steps_persist(tmp_path):
+    runner = Runner.from_cfg(fp16_cfg(tmp_path, images=3, max_nonfinite_steps=2))
+    watch = InjectAndWatch(iters=[1, 2, 3])
+    runner.register_hook(watch)
+    with pytest.raises(FloatingPointError, match=r'for 2 steps in a row under fp16 loss '
+                                                 r'scaling \(max_nonfinite_steps=2\)'):
+        runner.train()
+    assert watch.changed == {0: True, 1: False}
+    assert not watch.params_changed(runner.model)  # stopped before step 2 changed anything
+
+
+def test_without_loss_scaling_the_first_nonfinite_step_stops_before_any_weight_changes(tmp_path):
+    runner = Runner.from_cfg(small_vkd_runner_cfg(tmp_path, images=8))
+    watch = InjectAndWatch(iters=[1])
+    runner.register_hook(watch)
+    with pytest.raises(FloatingPointError,
+                       match=r"student's own losses and the distillation terms are non-finite"
+                             r".*no loss scaling is active.*--resume"):
+        runner.train()
+    assert watch.changed == {0: True}  # iteration 0 did train: the check can see changes
+    assert not watch.params_changed(runner.model)
+    with pytest.raises(ValueError, match='max_nonfinite_steps=0'):
+        VkDDistiller(*small_pair(), taps=['neck'], max_nonfinite_steps=0)
+
+
+def test_a_nonfinite_distillation_term_alone_follows_the_same_policy():
+    model = VkDDistiller(*small_pair(), taps=['neck'], probe_size=(128, 128)).train()
+    inputs, samples = detection_batch(model, size=64)
+    handle = poison_inputs(model.teacher.neck, float('nan'))
+    with pytest.raises(FloatingPointError, match=r"VkDDistiller: the distillation terms are "
+                                                 r"non-finite.*'loss_vkd_neck': \[nan\]"):
+        model.loss(inputs, samples)
+    with torch.autocast('cpu', dtype=torch.float16):  # as inside an fp16 AmpOptimWrapper
+        losses = model.loss(inputs, samples)
+    handle.remove()
+    assert all(torch.isfinite(v).all() for v in losses['loss_cls'])
+    assert losses['vkd_nonfinite_steps'].item() == 1
+    total = sum(v if torch.is_tensor(v) else sum(v) for k, v in losses.items() if 'loss' in k)
+    total.backward()
+    # Every trainable gradient is non-finite, so a GradScaler skips the whole step.
+    for name, p in model.named_parameters():
+        if p.requires_grad:  # (the student's stem is frozen)
+            assert p.grad is not None and not torch.isfinite(p.grad).all(), name
+    model.zero_grad()
+    losses = model.loss(inputs, samples)  # finite again: the streak is over
+    assert model.nonfinite.consecutive == 0 and losses['vkd_nonfinite_steps'].item() == 1
+
+
+POISON_ON_RANK1 = '''
+from mmengine.dist import get_rank
+from mmengine.hooks import Hook
+from mmdet.registry import HOOKS
+
+
+@HOOKS.register_module()
+class PoisonRank1Hook(Hook):
+    """At iteration 1, rank 1's student neck receives Inf."""
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if runner.iter == 1 and get_rank() == 1:
+            model = runner.model.module
+            model.student.neck.register_forward_pre_hook(
+                lambda m, args: (tuple(x * float('inf') for x in args[0]), ))
+'''
+
+
+def test_two_process_gloo_stop_is_decided_by_all_ranks_together(tmp_path):
+    student, teacher = small_pair()
+    (tmp_path / 'poison_rank1.py').write_text(POISON_ON_RANK1)
+    (tmp_path / 'dist_cfg.py').write_text(
+        f"_base_ = '{ROOT / 'configs' / 'vkd_retinanet_r50.py'}'\n"
+        f"custom_imports = dict(imports=['vkd_mmdet', 'poison_rank1'], allow_failed_imports=False)\n"
+        f"model = dict(_delete_=True, type='VkDDistiller', student={student!r},\n"
+        f"             teacher={teacher!r}, taps=['neck'], probe_size=(128, 128))\n"
+        f"custom_hooks = [dict(type='PoisonRank1Hook')]\n")
+    options = {**coco128_options(batch=1, images=8),
+               'train_dataloader.dataset.pipeline.2.scale': (128, 128)}
+    env = dict(os.environ, PYTHON=sys.executable, PORT='29533', OMP_NUM_THREADS='1',
+               PYTHONPATH=f'{tmp_path}:{ROOT}')
+    proc = subprocess.run(['bash', str(ROOT / 'tools' / 'dist_train.sh'), str(tmp_path / 'dist_cfg.py'),
+                           '2', '--work-dir', str(tmp_path / 'work'),
+                           '--cfg-options', *cfg_options_argv(options)],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0, log[-3000:]
+    # Both ranks stopped with the message (rank 0's own losses were finite).
+    assert log.count('are non-finite on some rank and no loss scaling is active') >= 2, log[-4000:]
+    assert 'rank 0: all finite here, non-finite on another rank' in log, log[-4000:]
+    assert "(rank 1: {'loss_cls'" in log, log[-4000:]
