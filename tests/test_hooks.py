@@ -47,8 +47,8 @@ def test_amp_on_cpu_runs_the_student_in_bf16_and_vkd_in_float32(tmp_path):
     runner = Runner.from_cfg(cfg)
     dtypes = {'student neck': set(), 'projector': set(), 'VkD loss': set()}
     model = runner.model
-    model.student.neck.register_forward_hook(
-        lambda m, a, out: dtypes['student neck'].update(o.dtype for o in out))
+    model.student.neck.register_forward_hook(  # training steps only (not the final val)
+        lambda m, a, out: dtypes['student neck'].update(o.dtype for o in out) if m.training else None)
     vkd = model.distill_losses['neck'][0]
     vkd.projector.register_forward_hook(lambda m, a, out: dtypes['projector'].add(out.dtype))
     vkd.register_forward_hook(lambda m, a, out: dtypes['VkD loss'].add(out.dtype))

@@ -19,6 +19,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+from vkd_mmdet.hooks import add_vkd_hooks  # noqa: E402
 from vkd_mmdet.optim import exclude_projectors_from_weight_decay  # noqa: E402
 
 
@@ -61,6 +62,10 @@ def build_config(args) -> Config:
 
     if cfg.get('model', {}).get('type') == 'VkDDistiller':
         print(f'train.py: {exclude_projectors_from_weight_decay(cfg)}')
+        added = add_vkd_hooks(cfg)
+        if added:
+            print(f'train.py: added the plugin hooks {added} to the config\'s custom_hooks '
+                  f'({[h["type"] for h in cfg.custom_hooks]})')
 
     if args.launcher == 'pytorch' and not torch.cuda.is_available():
         setup_cpu_distributed(cfg)

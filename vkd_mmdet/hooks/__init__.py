@@ -1,5 +1,7 @@
+from .default_hooks import add_vkd_hooks  # noqa: F401  (a config helper, not a hook)
 from .distill_weight_schedule_hook import DistillWeightScheduleHook
 from .orthogonality_logger_hook import OrthogonalityLoggerHook
 from .student_export_hook import StudentExportHook
 
+# The hook classes (export.py drops them from a plain student's config).
 __all__ = ['DistillWeightScheduleHook', 'OrthogonalityLoggerHook', 'StudentExportHook']

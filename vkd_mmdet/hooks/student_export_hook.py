@@ -3,7 +3,7 @@ import os.path as osp
 from typing import Optional
 
 from mmengine.dist import master_only
-from mmengine.hooks import CheckpointHook, Hook
+from mmengine.hooks import CheckpointHook, EMAHook, Hook
 from mmengine.model import is_model_wrapper
 from mmengine.runner import get_state_dict
 
@@ -18,7 +18,9 @@ class StudentExportHook(Hook):
 
     Writes ``<out_dir>/student_epoch_<n>.pth`` (or ``student_iter_<n>.pth``, as the
     ``CheckpointHook`` counts), ``student_final.pth`` after training, and the
-    standalone ``student_config.py`` next to them. Both load in stock MMDetection:
+    standalone ``student_config.py`` next to them. With an ``EMAHook`` (RTMDet) the
+    exported weights are the averaged ones, as in mmengine's own checkpoints.
+    Both load in stock MMDetection:
     ``init_detector('student_config.py', 'student_final.pth')``.
 
     Args:
@@ -62,5 +64,12 @@ class StudentExportHook(Hook):
         self._export(runner, name, checkpoint['state_dict'], epoch, it)
 
     def after_train(self, runner) -> None:
-        self._export(runner, 'student_final.pth', get_state_dict(self._model(runner)),
-                     runner.epoch, runner.iter)
+        # With an EMAHook (e.g. RTMDet), the averaged weights are what mmdet
+        # validates, saves in its checkpoints and deploys: export those.
+        ema = [h for h in runner.hooks if isinstance(h, EMAHook)]
+        if ema:
+            state = ema[0].ema_model.module.state_dict()
+            runner.logger.info('StudentExportHook: exporting the EMA weights of the student')
+        else:
+            state = get_state_dict(self._model(runner))
+        self._export(runner, 'student_final.pth', state, runner.epoch, runner.iter)
