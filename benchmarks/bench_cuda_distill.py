@@ -33,9 +33,7 @@ import argparse
 import importlib
 import json
 import platform
-import statistics
 import sys
-import time
 import traceback
 import types
 from pathlib import Path
@@ -45,6 +43,8 @@ import torch.nn as nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.timing import interleaved, medians  # noqa: E402
+
 FPN_SHAPES = [(100, 167), (50, 84), (25, 42), (13, 21), (7, 11)]  # 800x1333, P3-P7
 
 
@@ -67,36 +67,10 @@ def import_plugin(loss_modules_only: bool):
     return OrthogonalProjector, VkDLoss, normalize
 
 
-class Timer:
-    """Wall time of a callable: CUDA events on a GPU, perf_counter on a CPU."""
-
-    def __init__(self, device):
-        self.cuda = device.type == 'cuda'
-
-    def __call__(self, fn) -> float:
-        if self.cuda:
-            torch.cuda.synchronize()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            return start.elapsed_time(end)
-        t0 = time.perf_counter()
-        fn()
-        return 1e3 * (time.perf_counter() - t0)
-
-
-def interleaved(cases: dict, timer: Timer, reps: int, warmup: int = 2) -> dict:
+def interleaved_ms(cases: dict, device, reps: int, warmup: int = 2) -> dict:
     """Median milliseconds of each case, repetitions interleaved across cases."""
-    for fn in cases.values():
-        for _ in range(warmup):
-            fn()
-    times = {name: [] for name in cases}
-    for _ in range(reps):
-        for name, fn in cases.items():
-            times[name].append(timer(fn))
-    return {name: round(statistics.median(t), 3) for name, t in times.items()}
+    return {name: round(1e3 * t, 3)
+            for name, t in medians(interleaved(cases, reps, warmup, str(device))).items()}
 
 
 # ------------------------------------------------------------------ checks
@@ -200,7 +174,7 @@ def correctness(check: Checks, device, OrthogonalProjector, VkDLoss, normalize):
 
 
 # ------------------------------------------------------------------ timings
-def map_costs(device, timer, reps, OrthogonalProjector, small):
+def map_costs(device, reps, OrthogonalProjector, small):
     """Forward+backward of each orthogonal map (no features: the map alone)."""
     shapes = [(64, 64), (64, 256)] if small else [(256, 256), (512, 2048)]
     out = []
@@ -216,15 +190,15 @@ def map_costs(device, timer, reps, OrthogonalProjector, small):
             cases[map_name] = step
         # householder on 512->2048 is slow: time it alone with few repetitions
         slow = {k: cases.pop(k) for k in ('householder',) if cin != cout and k in cases}
-        res = interleaved(cases, timer, reps)
-        res.update(interleaved(slow, timer, min(reps, 3), warmup=1))
+        res = interleaved_ms(cases, device, reps)
+        res.update(interleaved_ms(slow, device, min(reps, 3), warmup=1))
         for name, ms in res.items():
             out.append(dict(map=name, shape=f'{cin}->{cout}', ms=ms))
             print(f'map {name:12s} {cin}->{cout}: {ms:.3f} ms', flush=True)
     return out
 
 
-def side_costs(device, timer, reps, VkDLoss, small):
+def side_costs(device, reps, VkDLoss, small):
     """The distillation side alone (projectors, norms, losses; fwd+bwd)."""
     batch = 2 if small else 16
     shapes = [(h // 4, w // 4) for h, w in FPN_SHAPES] if small else FPN_SHAPES
@@ -259,13 +233,13 @@ def side_costs(device, timer, reps, VkDLoss, small):
     cases['C5 512->2048, fp32'] = c5_step(False)
     if device.type == 'cuda':
         cases['C5 512->2048, amp fp16'] = c5_step(True)
-    res = interleaved(cases, timer, reps)
+    res = interleaved_ms(cases, device, reps)
     for name, ms in res.items():
         print(f'side {name}: {ms:.3f} ms', flush=True)
     return dict(batch=batch, fpn_shapes=shapes, ms=res)
 
 
-def detector_costs(device, timer, reps, small):
+def detector_costs(device, reps, small):
     """torchvision RetinaNet-R50-FPN training step and an R101-FPN teacher forward."""
     from torchvision.models.detection import retinanet_resnet50_fpn
     from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
@@ -300,8 +274,8 @@ def detector_costs(device, timer, reps, small):
         with torch.no_grad(), torch.autocast(device.type, enabled=amp, dtype=torch.float16):
             teacher(stacked)
 
-    res = interleaved({'RetinaNet-R50-FPN train step (student)': student_step,
-                       'R101-FPN forward, no grad (teacher)': teacher_forward}, timer, reps)
+    res = interleaved_ms({'RetinaNet-R50-FPN train step (student)': student_step,
+                          'R101-FPN forward, no grad (teacher)': teacher_forward}, device, reps)
     for name, ms in res.items():
         print(f'{name}: {ms:.1f} ms', flush=True)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == 'cuda' else None
@@ -360,11 +334,10 @@ def main(argv=None):
     check = Checks()
     correctness(check, device, OrthogonalProjector, VkDLoss, normalize)
     result['checks'] = check.results
-    timer = Timer(device)
-    for key, fn in (('maps', lambda: map_costs(device, timer, args.reps, OrthogonalProjector,
+    for key, fn in (('maps', lambda: map_costs(device, args.reps, OrthogonalProjector,
                                                args.small)),
-                    ('side', lambda: side_costs(device, timer, args.reps, VkDLoss, args.small)),
-                    ('detector', lambda: detector_costs(device, timer, args.reps, args.small))):
+                    ('side', lambda: side_costs(device, args.reps, VkDLoss, args.small)),
+                    ('detector', lambda: detector_costs(device, args.reps, args.small))):
         try:
             result[key] = fn()
         except Exception as exc:

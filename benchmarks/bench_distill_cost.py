@@ -17,7 +17,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import vkd_mmdet  # noqa: E402,F401
 from benchmarks.machine import describe  # noqa: E402
+from benchmarks.timing import interleaved  # noqa: E402
 from vkd_mmdet.models import OrthogonalProjector, VkDLoss  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / 'results'
@@ -33,14 +33,7 @@ FPN_SIZES = [40, 20, 10, 5, 3]  # RetinaNet P3..P7 at 320 px
 
 
 def timed(fn, reps, warmup=2):
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
+    return interleaved({'case': fn}, reps, warmup)['case']
 
 
 def retinanet_r18_step():

@@ -4,8 +4,9 @@ Every method trains the same student (RetinaNet, ResNet-18 from scratch, FPN-64,
 2-conv head) from the same teacher (RetinaNet, ImageNet-pretrained
 EfficientNet-Lite2, FPN-128, trained first and cached by the hash of its own
 config files) with the same schedule, data order and seeds, on
-``<data-root>`` (default ../shared/data/facemask), and is evaluated with mmdet's
-CocoMetric on the val split after every epoch.
+``<data-root>`` (default ../shared/data/facemask; any COCO-format set works:
+class names and count come from its annotation files), and is evaluated with
+mmdet's CocoMetric on the val split after every epoch.
 
 Each run is a separate process (``python benchmarks/bench_facemask.py run SPEC``)
 so one failing method cannot take the others down and its peak memory is its
@@ -15,6 +16,7 @@ run's result is also written to ``--out`` (committed), and ``report`` rebuilds
 the markdown report and plots from those files.
 
     python benchmarks/bench_facemask.py [--quick | --protocol long] [--seeds 0 1] [--methods ...]
+        [--data-root DIR [--train-ann F] [--val-ann F] [--train-img-dir D] [--val-img-dir D]]
     python benchmarks/bench_facemask.py report
 """
 import argparse
@@ -109,13 +111,66 @@ def _config_bytes(*paths) -> str:
     return hashlib.sha256(b''.join(Path(p).read_bytes() for p in paths)).hexdigest()[:10]
 
 
-def base_options(data_root: Path, protocol: dict, epochs: int, seed: int) -> dict:
+# Where a COCO-format set keeps its splits, relative to --data-root (face-mask's layout).
+DEFAULT_SPLITS = dict(train_ann='annotations/custom_train.json',
+                      val_ann='annotations/custom_val.json',
+                      train_img_dir='train2017/', val_img_dir='val2017/')
+
+
+def read_split(data_root: Path, ann_file: str, img_dir: str, split: str) -> dict:
+    """Class names (in category-id order) and sizes of one COCO split, or a
+    ``SystemExit`` saying why the split cannot be used."""
+    path = data_root / ann_file
+    if not path.is_file():
+        raise SystemExit(f'bench_facemask: the {split} annotation file {path} does not exist; '
+                         f'pass --{split}-ann (relative to --data-root {data_root})')
+    if not (data_root / img_dir).is_dir():
+        raise SystemExit(f'bench_facemask: the {split} image folder {data_root / img_dir} does '
+                         f'not exist; pass --{split}-img-dir (relative to --data-root)')
+    coco = json.loads(path.read_text())
+    categories = sorted(coco.get('categories') or [], key=lambda c: c['id'])
+    if not categories:
+        raise SystemExit(f'bench_facemask: {path} lists no categories, so there are no '
+                         f'classes to detect')
+    cat_ids = {c['id'] for c in categories}
+    image_ids = {img['id'] for img in coco.get('images') or []}
+    boxes = [a for a in coco.get('annotations') or []
+             if a.get('image_id') in image_ids and a.get('category_id') in cat_ids
+             and not a.get('iscrowd', 0)]
+    with_boxes = {a['image_id'] for a in boxes}
+    if not with_boxes:
+        raise SystemExit(
+            f'bench_facemask: the {split} split ({path}) is empty: {len(image_ids)} images, '
+            f'{len(coco.get("annotations") or [])} annotations, none of them a box of a listed '
+            f'category on a listed image. Check the file, or pass another --{split}-ann.')
+    return dict(classes=[c['name'] for c in categories], images=len(image_ids),
+                images_with_boxes=len(with_boxes), boxes=len(boxes))
+
+
+def dataset_options(data_root: Path, splits: dict) -> dict:
+    """Config options pointing the benchmark at ``data_root``'s splits, with the
+    class names and count read from the annotation files."""
+    train = read_split(data_root, splits['train_ann'], splits['train_img_dir'], 'train')
+    val = read_split(data_root, splits['val_ann'], splits['val_img_dir'], 'val')
+    if train['classes'] != val['classes']:
+        raise SystemExit(f"bench_facemask: the train and val annotation files list different "
+                         f"categories ({train['classes']} and {val['classes']})")
+    opts = {'model.bbox_head.num_classes': len(train['classes'])}
+    for split, ann, img in (('train', 'train_ann', 'train_img_dir'), ('val', 'val_ann', 'val_img_dir'),
+                            ('test', 'val_ann', 'val_img_dir')):
+        opts.update({f'{split}_dataloader.dataset.data_root': f'{data_root}/',
+                     f'{split}_dataloader.dataset.ann_file': splits[ann],
+                     f'{split}_dataloader.dataset.data_prefix.img': splits[img],
+                     f'{split}_dataloader.dataset.metainfo.classes': list(train['classes'])})
+    for split in ('val', 'test'):
+        opts[f'{split}_evaluator.ann_file'] = f'{data_root}/{splits["val_ann"]}'
+    return opts
+
+
+def base_options(data_root: Path, protocol: dict, epochs: int, seed: int,
+                 splits: dict = DEFAULT_SPLITS) -> dict:
     opts = {
-        'train_dataloader.dataset.data_root': f'{data_root}/',
-        'val_dataloader.dataset.data_root': f'{data_root}/',
-        'test_dataloader.dataset.data_root': f'{data_root}/',
-        'val_evaluator.ann_file': f'{data_root}/annotations/custom_val.json',
-        'test_evaluator.ann_file': f'{data_root}/annotations/custom_val.json',
+        **dataset_options(data_root, splits),
         'train_cfg.max_epochs': epochs,
         'default_hooks.checkpoint.interval': epochs,
         'param_scheduler.1.end': epochs, 'param_scheduler.1.T_max': epochs,
@@ -147,7 +202,8 @@ def resolved_tap(tap_defaults: dict) -> dict:
     return dict(signature, **tap.loss_cfg, level_reduction=tap.level_reduction)
 
 
-def run_spec(method: str, seed: int, protocol_name: str, data_root: Path, teacher: dict = None):
+def run_spec(method: str, seed: int, protocol_name: str, data_root: Path, teacher: dict = None,
+             splits: dict = DEFAULT_SPLITS):
     """The full description of one run; its hash names the cache entry."""
     is_teacher = method == 'teacher'
     if is_teacher:
@@ -159,7 +215,7 @@ def run_spec(method: str, seed: int, protocol_name: str, data_root: Path, teache
     # teacher's checkpoint path and, for distiller methods, the tap options as the
     # plugin resolves them (its defaults included): changing a plugin default
     # reruns exactly the methods it affects.
-    options = base_options(data_root, protocol, epochs, seed)
+    options = base_options(data_root, protocol, epochs, seed, splits)
     files = [CONFIGS / '_facemask_retinanet.py', TEACHER_CFG,
              ROOT / 'benchmarks' / 'efficientnet_lite.py']
     if not is_teacher:
@@ -188,21 +244,29 @@ def build_config(spec: dict):
     m = spec['method_cfg'] or dict(kind='plain')
     if m['kind'] == 'distiller':
         cfg.model = dict(type='VkDDistiller', student=cfg.model.to_dict(),
-                         teacher=str(TEACHER_CFG), teacher_ckpt=spec['teacher_ckpt'],
+                         teacher=teacher_model(cfg.model.bbox_head.num_classes),
+                         teacher_ckpt=spec['teacher_ckpt'],
                          taps=['neck'], tap_defaults=m['tap_defaults'], probe_size=(320, 320))
         cfg.custom_hooks = [dict(type='StudentExportHook')]
     elif m['kind'] == 'mmrazor':
-        cfg.model = mmrazor_model(cfg.model.to_dict(), spec['teacher_ckpt'], m['loss'])
+        cfg.model = mmrazor_model(cfg.model.to_dict(), teacher_model(cfg.model.bbox_head.num_classes),
+                                  spec['teacher_ckpt'], m['loss'])
         cfg.find_unused_parameters = True
     cfg.visualizer.name = f'bench_{spec["key"]}'
     return cfg
 
 
-def mmrazor_model(student: dict, teacher_ckpt: str, loss: dict) -> dict:
+def teacher_model(num_classes: int) -> dict:
+    """The teacher's model config, for the data set's number of classes."""
+    from mmengine.config import Config
+    model = Config.fromfile(str(TEACHER_CFG)).model
+    model.bbox_head.num_classes = num_classes
+    return model.to_dict()
+
+
+def mmrazor_model(student: dict, teacher: dict, teacher_ckpt: str, loss: dict) -> dict:
     """MMRazor's own FpnTeacherDistill on every FPN level, with its
     ConvModuleConnector (1x1 conv) mapping the student's 64 channels to 128."""
-    from mmengine.config import Config
-    teacher = Config.fromfile(str(TEACHER_CFG)).model.to_dict()
     names = [f'loss_fpn{i}' for i in range(FPN_LEVELS)]
     return dict(
         _scope_='mmrazor', type='FpnTeacherDistill',
@@ -329,6 +393,9 @@ def main(argv=None):
     parser.add_argument('spec', nargs='?', help="(run) the spec.json of one run")
     parser.add_argument('--data-root', default=os.environ.get(
         'VKD_FACEMASK', str(ROOT.parent / 'shared' / 'data' / 'facemask')))
+    for name, default in DEFAULT_SPLITS.items():
+        parser.add_argument(f'--{name.replace("_", "-")}', default=default,
+                            help=f'relative to --data-root (default: {default})')
     parser.add_argument('--quick', action='store_true',
                         help='reduced protocol (smoke test); same as --protocol quick')
     parser.add_argument('--protocol', choices=list(PROTOCOLS),
@@ -352,16 +419,17 @@ def main(argv=None):
         return write_report(out, protocol, PROTOCOLS, METHODS, MAIN_METHODS, ABLATION_NOTE, PAIR)
 
     data_root = Path(args.data_root).resolve()
-    if not (data_root / 'annotations' / 'custom_train.json').is_file():
-        raise SystemExit(f'bench_facemask: no annotations/custom_train.json under {data_root}; '
-                         f'pass --data-root (a COCO-format set with custom_train/val.json)')
+    splits = {name: getattr(args, name) for name in DEFAULT_SPLITS}
+    classes = read_split(data_root, splits['train_ann'], splits['train_img_dir'], 'train')
+    log(f'{data_root}: classes {classes["classes"]}, {classes["images_with_boxes"]} training '
+        f'images with {classes["boxes"]} boxes')
     cache = Path(args.cache)
     (out.parent).mkdir(parents=True, exist_ok=True)
-    teacher = ensure(run_spec('teacher', 0, protocol, data_root), cache, out)
+    teacher = ensure(run_spec('teacher', 0, protocol, data_root, splits=splits), cache, out)
     if teacher.get('failed'):
         raise SystemExit('bench_facemask: the teacher failed to train; see above')
     for method, seed in job_order(args.methods, args.seeds, args.ablation_seeds):
-        ensure(run_spec(method, seed, protocol, data_root, teacher), cache, out)
+        ensure(run_spec(method, seed, protocol, data_root, teacher, splits), cache, out)
     from benchmarks.facemask_report import write_report
     write_report(out, protocol, PROTOCOLS, METHODS, MAIN_METHODS, ABLATION_NOTE, PAIR,
                  machine=describe())

@@ -18,7 +18,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from benchmarks.machine import describe  # noqa: E402
+from benchmarks.timing import interleaved  # noqa: E402
 from benchmarks.bench_facemask import (PAIR, PROTOCOLS, STUDENT_CFG, TEACHER_CFG,  # noqa: E402
                                        mmrazor_model, peak_rss_mib)
 
@@ -101,16 +101,8 @@ def build(name: str):
 def time_interleaved(data_root, batch, reps):
     inputs, samples = real_batch(data_root, batch)
     steps = {name: build(name)[1] for name in MODELS_UNDER_TEST}
-    for step in steps.values():  # warm-up
-        for _ in range(2):
-            step(inputs, samples)
-    times = {name: [] for name in steps}
-    for _ in range(reps):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step(inputs, samples)
-            times[name].append(time.perf_counter() - start)
-    return times
+    return interleaved({name: (lambda step=step: step(inputs, samples))
+                        for name, step in steps.items()}, reps, warmup=2)
 
 
 def memory_of(name, data_root, batch) -> float:

@@ -19,8 +19,14 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def describe() -> str:
-    """E.g. 'Intel(R) Xeon(R) Processor, 2 CPU cores, torch 2.13.0+cpu (CPU kernels: AVX512)'."""
+def describe(device: str = 'cpu') -> str:
+    """E.g. 'Intel(R) Xeon(R) Processor, 2 CPU cores, torch 2.13.0+cpu (CPU kernels: AVX512)';
+    with a CUDA ``device``, the GPU and CUDA version first."""
     import torch
-    return (f'{cpu_model()}, {os.cpu_count()} CPU cores, torch {torch.__version__} '
-            f'(CPU kernels: {torch.backends.cpu.get_cpu_capability()})')
+    cpu = (f'{cpu_model()}, {os.cpu_count()} CPU cores, torch {torch.__version__} '
+           f'(CPU kernels: {torch.backends.cpu.get_cpu_capability()})')
+    if torch.device(device).type != 'cuda':
+        return cpu
+    props = torch.cuda.get_device_properties(device)
+    return (f'{props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}, '
+            f'cuDNN {torch.backends.cudnn.version()}; {cpu}')

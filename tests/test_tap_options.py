@@ -2,7 +2,6 @@
 import copy
 import logging
 
-import pytest
 import torch
 import torch.nn.functional as F
 

@@ -6,6 +6,7 @@ from typing import Dict, List, Optional, Union
 
 import torch
 import torch.nn as nn
+from torch.profiler import record_function
 from mmengine.config import Config, ConfigDict
 from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope
@@ -133,17 +134,19 @@ class VkDDistiller(BaseDetector):
             t.student.split('.')[0] not in _FEATURE_ROOTS for t in self.tap_specs)
 
         self.level_pairings: Dict[str, LevelPairing] = {}
+        s_out, t_out = self._probe(probe_size)
         self.distill_losses = nn.ModuleDict({
-            spec.key: self._build_tap_losses(spec, s_feats, t_feats)
-            for spec, (s_feats, t_feats) in zip(self.tap_specs, self._probe(probe_size))
+            spec.key: self._build_tap_losses(
+                spec, *self._resolve_levels(spec, s_out, t_out, probe_size))
+            for spec in self.tap_specs
         })
         # Set by DistillWeightScheduleHook; 0 switches distillation off.
         self.distill_weight = 1.0
 
     # ----------------------------------------------------------------- set-up
     def _probe(self, size):
-        """Run both models once on a dummy image to read channels and levels."""
-        dummy = torch.zeros(1, 3, *size)
+        """Both models' tapped outputs for a dummy image (channels, levels, strides)."""
+        dummy = torch.zeros(1, 3, *size, device=next(self.student.parameters()).device)
         samples = [_dummy_sample(size)]
         was_training = self.student.training
         self.student.eval()
@@ -156,7 +159,12 @@ class VkDDistiller(BaseDetector):
                                   self._teacher_needs_head, stop_early=False)
         finally:
             self.student.train(was_training)
-        return [self._resolve_levels(spec, s_out, t_out, size) for spec in self.tap_specs]
+        return s_out, t_out
+
+    def probe_features(self, size=(256, 256)) -> List[tuple]:
+        """Per tap, the paired ``(student, teacher)`` feature lists of a dummy image."""
+        s_out, t_out = self._probe(size)
+        return [self._pair_levels(spec, s_out, t_out) for spec in self.tap_specs]
 
     @staticmethod
     def _run(model, recorder, inputs, samples, needs_head, stop_early=True) -> Dict[str, object]:
@@ -212,16 +220,18 @@ class VkDDistiller(BaseDetector):
 
     # --------------------------------------------------------------- training
     def loss(self, batch_inputs: torch.Tensor, batch_data_samples) -> dict:
+        # The record_function ranges name, in a torch profile, the time and
+        # memory of the teacher, the student and each tap's distillation.
         weight = float(self.distill_weight)
         if weight != 0.0:
             # Teacher first: its activations are freed before the student builds
             # its autograd graph, so the step's peak memory is the student's
             # plus only the tapped teacher features.
             self.teacher.eval()
-            with torch.no_grad():
+            with torch.no_grad(), record_function('vkd:teacher'):
                 t_out = self._run(self.teacher, self.teacher_recorder, batch_inputs,
                                   batch_data_samples, self._teacher_needs_head)
-        with self.student_recorder.record() as s_out:
+        with self.student_recorder.record() as s_out, record_function('vkd:student'):
             losses = self.student.loss(batch_inputs, batch_data_samples)
         distill = {}
         for spec in self.tap_specs:
@@ -232,7 +242,8 @@ class VkDDistiller(BaseDetector):
                 continue
             s_feats, t_feats = self._pair_levels(spec, s_out, t_out)
             tap_losses = self.distill_losses[spec.key]
-            total = sum(loss(s, t) for loss, s, t in zip(tap_losses, s_feats, t_feats))
+            with record_function(f'vkd:distill_{spec.key}'):
+                total = sum(loss(s, t) for loss, s, t in zip(tap_losses, s_feats, t_feats))
             if spec.level_reduction == 'mean':
                 total = total / len(tap_losses)
             distill[f'loss_vkd_{spec.key}'] = total * weight

@@ -1,0 +1,32 @@
+"""benchmarks/bench_gpu_cost.py at toy size on the CPU, so it cannot rot between GPU runs."""
+import importlib.util
+import json
+
+import pytest
+
+from helpers import ROOT
+
+
+def test_tiny_run_times_every_case_and_profiles_the_vkd_step(tmp_path):
+    spec = importlib.util.spec_from_file_location('bench_gpu_cost',
+                                                  ROOT / 'benchmarks' / 'bench_gpu_cost.py')
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(['--tiny', '--configs', 'vkd_retinanet_r50', '--profile',
+                         '--out', str(tmp_path)])
+    r = result['configs']['vkd_retinanet_r50']
+    assert set(r['ms']) == {'student', 'teacher', 'vkd', 'vkd_neck'}
+    assert all(ms > 0 for ms in r['ms'].values())
+    # The VkD step runs the student step and the X101 teacher: it costs more than either.
+    assert r['ms']['vkd'] > max(r['ms']['student'], r['ms']['teacher'])
+    assert r['ratio'] == pytest.approx(r['ms']['vkd'] / (r['ms']['student'] + r['ms']['teacher']))
+    assert r['memory']['vkd'] == {'peak_mib': None}  # no GPU: not measured, and said so
+    saved = json.loads((tmp_path / 'gpu_cost_tiny.json').read_text())
+    assert saved['machine'] == result['machine'] and 'CPU cores' in saved['machine']
+    assert saved['configs']['vkd_retinanet_r50']['ms'] == r['ms']
+    table = (tmp_path / 'gpu_cost_tiny.md').read_text()
+    assert f'| vkd_retinanet_r50 | {r["ms"]["student"]:.1f} |' in table
+    # The profile names the distiller's parts.
+    profile = (tmp_path / 'gpu_cost_profile_vkd_retinanet_r50.txt').read_text()
+    for part in ('vkd:teacher', 'vkd:student', 'vkd:distill_neck', 'vkd:distill_backbone'):
+        assert part in profile

@@ -1,0 +1,37 @@
+"""tools/inspect_distill.py: a dry run of a config, no data and no teacher weights."""
+import subprocess
+import sys
+
+from helpers import ROOT
+
+TOOL = str(ROOT / 'tools' / 'inspect_distill.py')
+
+
+def run(*args):
+    return subprocess.run([sys.executable, TOOL, *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+
+
+def test_inspect_prints_every_pair_with_shapes_projectors_and_memory():
+    proc = run(str(ROOT / 'configs' / 'vkd_retinanet_r50.py'), '--probe-size', '128', '128')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "teacher_ckpt 'https://download.openmmlab.com" in out and 'not loaded' in out
+    assert "tap 'backbone': student 'backbone' -> teacher 'backbone'" in out
+    assert "tap 'neck'" in out and 'paired by index (same strides)' in out
+    assert 'paired as given' not in out
+    # R50 stage C5 (2048) into X101's C5 (2048), and the 5 FPN levels 256 -> 256.
+    assert ('level 3<->3: student (1, 2048, 4, 4) stride 32, teacher (1, 2048, 4, 4) stride 32; '
+            'OrthogonalProjector 2048->2048 (orthogonal, map=qr, affine=False), 4,194,304 '
+            'parameters; norm=standardize (both), loss=smooth_l1, weight=4.0') in out
+    assert out.count('OrthogonalProjector 256->256') == 6  # C2 and the 5 FPN levels
+    assert 'no teacher_ckpt given' not in proc.stdout + proc.stderr
+    assert 'total: 9 level pairs' in out and 'MiB per image' in out
+
+
+def test_inspect_fails_with_the_message_training_gives():
+    proc = run(str(ROOT / 'configs' / 'vkd_retinanet_r50.py'), '--cfg-options', 'model.taps=[nek]')
+    assert proc.returncode != 0
+    assert "VkD tap: the student has no module 'nek'" in proc.stderr
+    proc = run(str(ROOT / 'configs' / 'nope.py'))
+    assert proc.returncode != 0 and 'nope.py does not exist' in proc.stderr

@@ -1,0 +1,128 @@
+"""Dry run of a VkD config: what would be distilled, in seconds, before a launch.
+
+    python tools/inspect_distill.py CONFIG [--cfg-options k=v ...]
+        [--image-size H W] [--probe-size H W]
+
+Builds the student and the teacher from the config (no data, no teacher weights:
+``teacher_ckpt`` is named, not loaded), runs the distiller's probe once, and
+prints per tap and level: the student and teacher modules, feature shapes,
+strides, channels, how the levels were paired, the projector and its
+parameters, the normalisation, loss and weight, and an estimate of the memory
+the tap's distillation side keeps for the backward pass per training image.
+A config error exits non-zero with the message training would give.
+"""
+import argparse
+import logging
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
+
+import vkd_mmdet  # noqa: E402,F401
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.logging import MMLogger  # noqa: E402
+
+# float32 values per position that one level's VkD side keeps for backward: the
+# student feature it reads (C_s) and, at C_t channels, the projection, the two
+# standardised sides and their difference.
+SAVED_PER_POSITION = dict(student=1, teacher=4)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parser.add_argument('--image-size', type=int, nargs=2, default=(800, 1333),
+                        metavar=('H', 'W'), help='training image size for the memory estimate')
+    parser.add_argument('--probe-size', type=int, nargs=2, metavar=('H', 'W'),
+                        help="the probe's image size (default: the config's probe_size)")
+    return parser.parse_args(argv)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record) -> bool:
+        return self.text not in record.getMessage()
+
+
+def describe_projector(projector) -> str:
+    name = type(projector).__name__
+    if name == 'OrthogonalProjector':
+        kind = 'orthonormal columns' if projector.out_channels > projector.in_channels else (
+            'orthogonal' if projector.out_channels == projector.in_channels else 'orthonormal rows')
+        return (f'OrthogonalProjector {projector.in_channels}->{projector.out_channels} '
+                f'({kind}, map={projector.orthogonal_map}, affine={projector.scale is not None})')
+    if name == 'Conv2d':
+        return f'linear 1x1 conv {projector.in_channels}->{projector.out_channels}'
+    return 'none (identity)'
+
+
+def inspect(cfg: Config, image_size, probe_size=None) -> str:
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    model_cfg = cfg.get('model', {})
+    if model_cfg.get('type') != 'VkDDistiller':
+        raise SystemExit(f"inspect_distill.py: the config's model is a "
+                         f"{model_cfg.get('type')}, not a VkDDistiller")
+    model_cfg = model_cfg.copy()
+    ckpt = model_cfg.get('teacher_ckpt')
+    model_cfg['teacher_ckpt'] = None  # a dry run: no download, no loading
+    if probe_size:
+        model_cfg['probe_size'] = tuple(probe_size)
+    logger = MMLogger.get_current_instance()
+    dry_run = _DropMessage('no teacher_ckpt given')  # it is named above, on purpose not loaded
+    logger.addFilter(dry_run)
+    try:
+        model = MODELS.build(model_cfg)
+    finally:
+        logger.removeFilter(dry_run)
+    size = tuple(model_cfg.get('probe_size', (256, 256)))
+    lines = [f'student: {type(model.student).__name__}, teacher: {type(model.teacher).__name__} '
+             f'(teacher_ckpt {ckpt!r}: named, not loaded)',
+             f'probe {size[0]}x{size[1]}; memory estimated for {image_size[0]}x{image_size[1]} '
+             f'training images', '']
+    total_params = total_bytes = 0
+    for spec, (s_feats, t_feats) in zip(model.tap_specs, model.probe_features(size)):
+        pairing = model.level_pairings[spec.key]
+        losses = model.distill_losses[spec.key]
+        lines.append(f"tap '{spec.name}': student '{spec.student}' -> teacher '{spec.teacher}', "
+                     f'{pairing.describe()}; level_reduction={spec.level_reduction}')
+        for i, (s, t, loss) in enumerate(zip(s_feats, t_feats, losses)):
+            stride = pairing.student_strides[pairing.student[i]] or 1
+            positions = (-(-image_size[0] // stride)) * (-(-image_size[1] // stride))
+            c_s, c_t = loss.student_channels, loss.teacher_channels
+            saved = positions * 4 * (SAVED_PER_POSITION['student'] * c_s
+                                     + SAVED_PER_POSITION['teacher'] * c_t)
+            params = sum(p.numel() for p in loss.parameters())
+            total_params, total_bytes = total_params + params, total_bytes + saved
+            lines.append(
+                f'  level {pairing.student[i]}<->{pairing.teacher[i]}: student '
+                f'{tuple(s.shape)} stride {pairing.student_strides[pairing.student[i]]}, teacher '
+                f'{tuple(t.shape)} stride {pairing.teacher_strides[pairing.teacher[i]]}; '
+                f'{describe_projector(loss.projector)}, {params:,} parameters; norm='
+                f'{loss.norm} ({loss.norm_side}), loss={loss.loss_name}, weight={loss.loss_weight}; '
+                f'~{saved / 2**20:.1f} MiB per image')
+    lines += ['', f'total: {sum(len(v) for v in model.distill_losses.values())} level pairs, '
+              f'{total_params:,} projector parameters, ~{total_bytes / 2**20:.0f} MiB per image '
+              f'kept for backward by the distillation side (estimate)']
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not osp.isfile(args.config):
+        raise SystemExit(f'inspect_distill.py: config file {args.config} does not exist')
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    report = inspect(cfg, args.image_size, args.probe_size)
+    print(report)
+    return report
+
+
+if __name__ == '__main__':
+    main()
