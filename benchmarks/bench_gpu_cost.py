@@ -20,11 +20,12 @@ training (``init_weights``), so its losses are finite.
 
     python benchmarks/bench_gpu_cost.py [--device cuda] [--amp fp16|bf16|none]
         [--batch 8] [--size 800 1344] [--reps 10] [--configs NAME ...] [--profile]
-        [--out benchmarks/results]
+        [--tap-options recompute=False ...] [--out benchmarks/results]
     python benchmarks/bench_gpu_cost.py --tiny     # CPU smoke run, as in the tests
 
-Writes ``<out>/gpu_cost.json`` and ``gpu_cost.md`` (``--tiny``: ``gpu_cost_tiny.*``),
-and with ``--profile`` the torch profiler's table of one VkD step per config.
+Writes ``<out>/gpu_cost.json`` and ``gpu_cost.md`` (``--tiny``: ``gpu_cost_tiny.*``;
+with ``--tap-options``, their values in the name), and with ``--profile``
+``gpu_cost_profiles.txt``: the torch profiler's table of one VkD step per config.
 """
 import argparse
 import contextlib
@@ -34,6 +35,7 @@ import sys
 from pathlib import Path
 
 import torch
+from mmengine.config import DictAction
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -52,8 +54,9 @@ def setup():
     register_all_modules()
 
 
-def model_config(name: str, taps=None) -> dict:
-    """The config's ``VkDDistiller`` settings with random, download-free weights."""
+def model_config(name: str, taps=None, tap_options=None) -> dict:
+    """The config's ``VkDDistiller`` settings with random, download-free weights,
+    and ``tap_options`` (e.g. ``recompute=False``) added to its ``tap_defaults``."""
     from mmengine.config import Config
     from vkd_mmdet.models.vkd_distiller import build_teacher_config
     model = Config.fromfile(str(ROOT / 'configs' / f'{name}.py')).model.to_dict()
@@ -63,6 +66,8 @@ def model_config(name: str, taps=None) -> dict:
     model['teacher_ckpt'] = None
     if taps is not None:
         model['taps'] = taps
+    if tap_options:
+        model['tap_defaults'] = dict(model.get('tap_defaults') or {}, **tap_options)
     return model
 
 
@@ -120,15 +125,16 @@ class Case:
 
     def __init__(self, kind: str, name: str, args, batch_cache: dict):
         from mmdet.registry import MODELS
+        from mmengine.config import ConfigDict
         from mmengine.optim import build_optim_wrapper
         taps = ['neck'] if kind == 'vkd_neck' else None
-        cfg = model_config(name, taps)
+        cfg = model_config(name, taps, args.tap_options)
         device, amp = args.device, args.amp
         if kind == 'student':
-            self.model = MODELS.build(cfg['student']).to(device)
+            self.model = MODELS.build(ConfigDict(cfg['student'])).to(device)
             self.model.init_weights()
         elif kind == 'teacher':
-            self.model = MODELS.build(cfg['teacher']).to(device).eval()
+            self.model = MODELS.build(ConfigDict(cfg['teacher'])).to(device).eval()
             self.model.init_weights()
             self.model.requires_grad_(False)
         else:
@@ -189,8 +195,9 @@ def peak_memory_mib(kind: str, name: str, args, batch_cache: dict) -> dict:
     return result
 
 
-def profile_vkd(case: 'Case', out: Path, name: str) -> Path:
-    """The torch profiler's table of one VkD step (after two warm-up steps)."""
+def profile_vkd(case: 'Case', path: Path, name: str) -> Path:
+    """Append the torch profiler's table of one VkD step (after two warm-up steps)
+    to ``path``."""
     from torch.profiler import ProfilerActivity, profile
     cuda = torch.device(case.inputs.device).type == 'cuda'
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
@@ -201,12 +208,13 @@ def profile_vkd(case: 'Case', out: Path, name: str) -> Path:
         if cuda:
             torch.cuda.synchronize()
     sort = 'self_cuda_time_total' if cuda else 'self_cpu_time_total'
-    path = out / f'gpu_cost_profile_{name}.txt'
-    path.write_text(prof.key_averages().table(sort_by=sort, row_limit=40))
+    with open(path, 'a') as f:
+        f.write(f'# {name}: one VkD training step, sorted by {sort}\n\n'
+                + prof.key_averages().table(sort_by=sort, row_limit=40) + '\n\n')
     return path
 
 
-def measure(name: str, args, batch_cache: dict) -> dict:
+def measure(name: str, args, batch_cache: dict, profile_path: Path = None) -> dict:
     memory = {kind: peak_memory_mib(kind, name, args, batch_cache) for kind in CASES}
     cases = {kind: Case(kind, name, args, batch_cache) for kind in CASES if kind != 'teacher'}
     # The teacher forward is the distiller's own teacher (same weights, same batch).
@@ -229,8 +237,8 @@ def measure(name: str, args, batch_cache: dict) -> dict:
         limit = memory['student']['peak_mib'] + memory['teacher']['weights_mib']
         result['memory_ratio'] = memory['vkd']['peak_mib'] / limit
         result['memory_ratio_neck'] = memory['vkd_neck']['peak_mib'] / limit
-    if args.profile:
-        result['profile'] = str(profile_vkd(cases['vkd'], Path(args.out), name))
+    if profile_path is not None:
+        result['profile'] = str(profile_vkd(cases['vkd'], profile_path, name))
     del cases, teacher, steps
     free()
     return result
@@ -243,7 +251,8 @@ def report(result: dict) -> str:
              f'{result["amp"]}, median of {result["reps"]} interleaved repetitions '
              f'after {result["warmup"]} warm-up steps; random weights. Targets: ratio <= '
              f'{TARGETS["ratio"]} (neck only <= {TARGETS["ratio_neck"]}), memory <= '
-             f'{TARGETS["memory_ratio"]}x (student peak + teacher weights).', '',
+             f'{TARGETS["memory_ratio"]}x (student peak + teacher weights). Tap options: '
+             f'{result["tap_options"] or "as in the configs"}.', '',
              '| config | student ms | teacher ms | VkD ms | ratio | VkD neck-only ms | ratio '
              '| student peak MiB | teacher weights MiB | VkD peak MiB | memory ratio '
              '| neck-only peak MiB | memory ratio |',
@@ -277,6 +286,8 @@ def main(argv=None):
     parser.add_argument('--reps', type=int, default=10)
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--configs', nargs='+', default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument('--tap-options', nargs='+', action=DictAction, default={},
+                        help='tap options for every tap, e.g. recompute=False')
     parser.add_argument('--profile', action='store_true',
                         help='also write the torch profiler table of one VkD step per config')
     parser.add_argument('--tiny', action='store_true',
@@ -296,17 +307,23 @@ def main(argv=None):
                   command='python benchmarks/bench_gpu_cost.py ' + ' '.join(
                       argv if argv is not None else sys.argv[1:]),
                   device=str(args.device), amp=args.amp, batch=args.batch, size=list(args.size),
+                  tap_options=dict(args.tap_options),
                   reps=args.reps, warmup=args.warmup, targets=TARGETS, configs={})
+    stem = 'gpu_cost_tiny' if args.tiny else 'gpu_cost'
+    if args.tap_options:
+        stem += '_' + '_'.join(f'{k}-{v}' for k, v in sorted(args.tap_options.items()))
+    profile_path = out / f'{stem}_profiles.txt' if args.profile else None
+    if profile_path is not None and profile_path.exists():
+        profile_path.unlink()
     batch_cache = {}
     for name in args.configs:
         print(f'bench_gpu_cost: {name}', flush=True)
         try:
-            result['configs'][name] = measure(name, args, batch_cache)
+            result['configs'][name] = measure(name, args, batch_cache, profile_path)
         except torch.cuda.OutOfMemoryError as exc:  # one config must not sink the others
             result['configs'][name] = dict(error=f'out of memory: {exc}'.splitlines()[0])
         batch_cache.clear()
         print(json.dumps(result['configs'][name], indent=1, default=str), flush=True)
-    stem = 'gpu_cost_tiny' if args.tiny else 'gpu_cost'
     (out / f'{stem}.json').write_text(json.dumps(result, indent=1))
     (out / f'{stem}.md').write_text(report(result))
     print(report(result))

@@ -27,6 +27,7 @@ def test_tiny_run_times_every_case_and_profiles_the_vkd_step(tmp_path):
     table = (tmp_path / 'gpu_cost_tiny.md').read_text()
     assert f'| vkd_retinanet_r50 | {r["ms"]["student"]:.1f} |' in table
     # The profile names the distiller's parts.
-    profile = (tmp_path / 'gpu_cost_profile_vkd_retinanet_r50.txt').read_text()
+    profile = (tmp_path / 'gpu_cost_tiny_profiles.txt').read_text()
+    assert profile.startswith('# vkd_retinanet_r50: one VkD training step')
     for part in ('vkd:teacher', 'vkd:student', 'vkd:distill_neck', 'vkd:distill_backbone'):
         assert part in profile

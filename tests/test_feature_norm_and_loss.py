@@ -123,3 +123,52 @@ def test_loss_options_and_errors():
         VkDLoss(8, 16, projection='none')
     with pytest.raises(ValueError, match="align='none'"):
         VkDLoss(8, 8, align='none')(s, torch.randn(2, 8, 8, 8))
+
+
+def kept_for_backward(fn):
+    """``fn()`` and the bytes autograd keeps for its backward (outside recomputed regions)."""
+    kept = []
+
+    def pack(tensor):
+        kept.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = fn()
+    return out, sum(kept)
+
+
+@pytest.mark.parametrize('projection', ['orthogonal', 'linear'])
+def test_recompute_keeps_no_float32_intermediates_and_changes_nothing(projection):
+    torch.manual_seed(0)
+    kept_all = VkDLoss(32, 64, projection=projection, recompute=False)
+    recomputed = VkDLoss(32, 64, projection=projection)  # the default
+    recomputed.load_state_dict(kept_all.state_dict())
+    student = torch.randn(4, 32, 40, 40, requires_grad=True)
+    teacher = torch.randn(4, 64, 20, 20)  # resized inside: the alignment is recomputed too
+    results = []
+    for loss in (kept_all, recomputed):
+        value, kept = kept_for_backward(lambda: loss(student, teacher))
+        value.backward()
+        grads = [student.grad.clone()] + [p.grad.clone() for p in loss.parameters()]
+        student.grad = None
+        results.append((value.detach(), kept, grads))
+    (v_all, kept_a, g_all), (v_re, kept_r, g_re) = results
+    torch.testing.assert_close(v_re, v_all, rtol=1e-6, atol=0)
+    for a, b in zip(g_all, g_re):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-8)
+    one_map = 4 * 64 * 20 * 20 * 4  # one float32 map of the compared size
+    assert kept_a >= 3 * one_map  # projection, standardised sides, their difference...
+    # Recomputed: references to its two inputs (the student's map is kept by the
+    # student's own graph anyway) and at most the orthogonal map's small matrices.
+    inputs = sum(t.numel() * t.element_size() for t in (student, teacher))
+    assert kept_r - inputs <= 4 * (64 * 32 * 4)  # a few 64x32 float32 matrices
+
+
+def test_recompute_runs_the_orthogonal_map_once_per_step():
+    loss = VkDLoss(16, 32)
+    calls = []
+    loss.projector.linear.parametrizations.weight[0].register_forward_hook(
+        lambda *args: calls.append(1))
+    loss(torch.randn(2, 16, 8, 8, requires_grad=True), torch.randn(2, 32, 8, 8)).backward()
+    assert len(calls) == 1

@@ -23,7 +23,7 @@ def test_inspect_prints_every_pair_with_shapes_projectors_and_memory():
     # R50 stage C5 (2048) into X101's C5 (2048), and the 5 FPN levels 256 -> 256.
     assert ('level 3<->3: student (1, 2048, 4, 4) stride 32, teacher (1, 2048, 4, 4) stride 32; '
             'OrthogonalProjector 2048->2048 (orthogonal, map=qr, affine=False), 4,194,304 '
-            'parameters; norm=standardize (both), loss=smooth_l1, weight=4.0') in out
+            'parameters; norm=standardize (both), loss=smooth_l1, weight=4.0, recompute=True') in out
     assert out.count('OrthogonalProjector 256->256') == 6  # C2 and the 5 FPN levels
     assert 'no teacher_ckpt given' not in proc.stdout + proc.stderr
     assert 'total: 9 level pairs' in out and 'MiB per image' in out

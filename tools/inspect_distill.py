@@ -22,10 +22,11 @@ import vkd_mmdet  # noqa: E402,F401
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.logging import MMLogger  # noqa: E402
 
-# float32 values per position that one level's VkD side keeps for backward: the
-# student feature it reads (C_s) and, at C_t channels, the projection, the two
-# standardised sides and their difference.
-SAVED_PER_POSITION = dict(student=1, teacher=4)
+# float32 values per position that one level's VkD side keeps for backward
+# (multiples of C_s and C_t). Kept: the student's float32 copy and, at C_t
+# channels, the projection, the two standardised sides and their difference.
+# Recomputed (the default): only the teacher's map, until the backward pass.
+SAVED_PER_POSITION = {False: dict(student=1, teacher=4), True: dict(student=0, teacher=1)}
 
 
 def parse_args(argv=None):
@@ -95,8 +96,8 @@ def inspect(cfg: Config, image_size, probe_size=None) -> str:
             stride = pairing.student_strides[pairing.student[i]] or 1
             positions = (-(-image_size[0] // stride)) * (-(-image_size[1] // stride))
             c_s, c_t = loss.student_channels, loss.teacher_channels
-            saved = positions * 4 * (SAVED_PER_POSITION['student'] * c_s
-                                     + SAVED_PER_POSITION['teacher'] * c_t)
+            kept = SAVED_PER_POSITION[bool(getattr(loss, 'recompute', False))]
+            saved = positions * 4 * (kept['student'] * c_s + kept['teacher'] * c_t)
             params = sum(p.numel() for p in loss.parameters())
             total_params, total_bytes = total_params + params, total_bytes + saved
             lines.append(
@@ -104,8 +105,8 @@ def inspect(cfg: Config, image_size, probe_size=None) -> str:
                 f'{tuple(s.shape)} stride {pairing.student_strides[pairing.student[i]]}, teacher '
                 f'{tuple(t.shape)} stride {pairing.teacher_strides[pairing.teacher[i]]}; '
                 f'{describe_projector(loss.projector)}, {params:,} parameters; norm='
-                f'{loss.norm} ({loss.norm_side}), loss={loss.loss_name}, weight={loss.loss_weight}; '
-                f'~{saved / 2**20:.1f} MiB per image')
+                f'{loss.norm} ({loss.norm_side}), loss={loss.loss_name}, weight={loss.loss_weight}, '
+                f'recompute={loss.recompute}; ~{saved / 2**20:.1f} MiB per image')
     lines += ['', f'total: {sum(len(v) for v in model.distill_losses.values())} level pairs, '
               f'{total_params:,} projector parameters, ~{total_bytes / 2**20:.0f} MiB per image '
               f'kept for backward by the distillation side (estimate)']

@@ -5,6 +5,7 @@ space with a matrix whose columns (or rows) are orthonormal, so the projection
 cannot rescale or collapse the student's representation: it can only rotate it.
 """
 import warnings
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -130,13 +131,15 @@ class OrthogonalProjector(nn.Module):
         eye = torch.eye(gram.shape[0], device=gram.device)
         return (gram - eye).abs().max().item()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Project ``x``; ``weight``, if given, is ``self.weight`` computed by the
+        caller (so a recomputed forward does not run the orthogonal map again)."""
         cdim = self.channel_dim if self.channel_dim is not None else default_channel_dim(x)
         if x.shape[cdim] != self.in_channels:
             raise ValueError(f'OrthogonalProjector expects {self.in_channels} channels '
                              f'in dim {cdim}, got input of shape {tuple(x.shape)}')
         with torch.autocast(x.device.type, enabled=False):
-            w = self.weight.float()
+            w = (self.weight if weight is None else weight).float()
             x = x.float()
             if x.dim() == 4 and cdim in (1, -3):
                 y = F.conv2d(x, w[:, :, None, None])
