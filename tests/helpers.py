@@ -151,6 +151,29 @@ def load_tool(name):
     return module
 
 
+def dist_train(tmp_path, hook_module: str, hook_source: str, custom_hooks: str, taps,
+               options: dict, port: int):
+    """tools/dist_train.sh, 2 processes over gloo, on the small pair with ``taps``;
+    ``hook_source`` is importable as ``hook_module`` and ``custom_hooks`` is the
+    config's line. Returns the finished process (output captured)."""
+    import subprocess
+    import sys
+    student, teacher = small_pair()
+    (tmp_path / f'{hook_module}.py').write_text(hook_source)
+    (tmp_path / 'dist_cfg.py').write_text(
+        f"_base_ = '{ROOT / 'configs' / 'vkd_retinanet_r50.py'}'\n"
+        f"custom_imports = dict(imports=['vkd_mmdet', '{hook_module}'], allow_failed_imports=False)\n"
+        f"model = dict(_delete_=True, type='VkDDistiller', student={student!r},\n"
+        f"             teacher={teacher!r}, taps={list(taps)!r}, probe_size=(128, 128))\n"
+        f"custom_hooks = {custom_hooks}\n")
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(port), OMP_NUM_THREADS='1',
+               PYTHONPATH=f'{tmp_path}:{ROOT}')
+    return subprocess.run(['bash', str(ROOT / 'tools' / 'dist_train.sh'), str(tmp_path / 'dist_cfg.py'),
+                           '2', '--work-dir', str(tmp_path / 'work'),
+                           '--cfg-options', *cfg_options_argv(options)],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+
+
 def cfg_options_argv(options):
     """``{'a.b': 1}`` -> ``['a.b=1', ...]`` for --cfg-options."""
     def fmt(v):

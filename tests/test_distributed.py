@@ -1,11 +1,7 @@
 """tools/dist_train.sh: two processes (torchrun, gloo) of real distillation on coco128."""
-import os
-import subprocess
-import sys
-
 import torch
 
-from helpers import ROOT, cfg_options_argv, coco128_options, small_pair
+from helpers import coco128_options, dist_train
 
 RANK_DUMP = '''
 import torch
@@ -35,22 +31,11 @@ class RankDumpHook(Hook):
 
 
 def test_two_process_gloo_training_keeps_ranks_identical(tmp_path):
-    student, teacher = small_pair()
-    (tmp_path / 'rank_dump.py').write_text(RANK_DUMP)
-    (tmp_path / 'dist_cfg.py').write_text(
-        f"_base_ = '{ROOT / 'configs' / 'vkd_retinanet_r50.py'}'\n"
-        f"custom_imports = dict(imports=['vkd_mmdet', 'rank_dump'], allow_failed_imports=False)\n"
-        f"model = dict(_delete_=True, type='VkDDistiller', student={student!r},\n"
-        f"             teacher={teacher!r}, taps=['backbone', 'neck'], probe_size=(128, 128))\n"
-        f"custom_hooks = [dict(type='RankDumpHook', out='{tmp_path}'),\n"
-        f"                dict(type='StudentExportHook')]\n")
-    options = {**coco128_options(batch=2, images=8), 'train_dataloader.dataset.pipeline.2.scale': (160, 160)}
-    env = dict(os.environ, PYTHON=sys.executable, PORT='29517', OMP_NUM_THREADS='1',
-               PYTHONPATH=f'{tmp_path}:{ROOT}')
-    proc = subprocess.run(['bash', str(ROOT / 'tools' / 'dist_train.sh'), str(tmp_path / 'dist_cfg.py'),
-                           '2', '--work-dir', str(tmp_path / 'work'),
-                           '--cfg-options', *cfg_options_argv(options)],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    options = {**coco128_options(batch=2, images=8),
+               'train_dataloader.dataset.pipeline.2.scale': (160, 160)}
+    proc = dist_train(tmp_path, 'rank_dump', RANK_DUMP,
+                      f"[dict(type='RankDumpHook', out='{tmp_path}'), dict(type='StudentExportHook')]",
+                      ['backbone', 'neck'], options, port=29517)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     log = proc.stdout + proc.stderr
     assert 'rank 1/2 uses the gloo backend' in log and 'loss_vkd_neck' in log

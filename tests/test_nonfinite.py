@@ -1,16 +1,12 @@
 """A NaN/Inf loss: skipped under fp16 loss scaling (as stock MMDetection does),
 a stop before the weights change without it or when it persists, on every rank."""
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
-from helpers import (ROOT, cfg_options_argv, coco128_options, detection_batch, read_scalars,
-                     small_pair, small_vkd_runner_cfg)
+from helpers import (coco128_options, detection_batch, dist_train, read_scalars, small_pair,
+                     small_vkd_runner_cfg)
 from vkd_mmdet.models import VkDDistiller
 
 
@@ -141,22 +137,10 @@ class PoisonRank1Hook(Hook):
 
 
 def test_two_process_gloo_stop_is_decided_by_all_ranks_together(tmp_path):
-    student, teacher = small_pair()
-    (tmp_path / 'poison_rank1.py').write_text(POISON_ON_RANK1)
-    (tmp_path / 'dist_cfg.py').write_text(
-        f"_base_ = '{ROOT / 'configs' / 'vkd_retinanet_r50.py'}'\n"
-        f"custom_imports = dict(imports=['vkd_mmdet', 'poison_rank1'], allow_failed_imports=False)\n"
-        f"model = dict(_delete_=True, type='VkDDistiller', student={student!r},\n"
-        f"             teacher={teacher!r}, taps=['neck'], probe_size=(128, 128))\n"
-        f"custom_hooks = [dict(type='PoisonRank1Hook')]\n")
     options = {**coco128_options(batch=1, images=8),
                'train_dataloader.dataset.pipeline.2.scale': (128, 128)}
-    env = dict(os.environ, PYTHON=sys.executable, PORT='29533', OMP_NUM_THREADS='1',
-               PYTHONPATH=f'{tmp_path}:{ROOT}')
-    proc = subprocess.run(['bash', str(ROOT / 'tools' / 'dist_train.sh'), str(tmp_path / 'dist_cfg.py'),
-                           '2', '--work-dir', str(tmp_path / 'work'),
-                           '--cfg-options', *cfg_options_argv(options)],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    proc = dist_train(tmp_path, 'poison_rank1', POISON_ON_RANK1,
+                      "[dict(type='PoisonRank1Hook')]", ['neck'], options, port=29533)
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0, log[-3000:]
     # Both ranks stopped with the message (rank 0's own losses were finite).
