@@ -241,3 +241,17 @@ def test_fpns_covering_different_levels_are_paired_by_stride(small_pair):
             (tuple(args[0].shape[-2:]), tuple(args[1].shape[-2:]))))
     model.loss(*detection_batch(model, size=128))
     assert sizes == [((16, 16), (16, 16)), ((8, 8), (8, 8)), ((4, 4), (4, 4)), ((2, 2), (2, 2))]
+
+
+def test_a_coco_teacher_distils_into_a_student_with_other_classes(small_pair):
+    """The usual case: an 80-class COCO teacher, a 3-class student. Feature taps
+    do not depend on the heads, so it builds and trains."""
+    student, teacher = copy.deepcopy(small_pair)
+    student['bbox_head']['num_classes'] = 3
+    model = VkDDistiller(student=student, teacher=teacher, probe_size=(128, 128)).train()
+    inputs, samples = detection_batch(model)
+    for sample in samples:
+        sample.gt_instances.labels %= 3
+    losses = model.loss(inputs, samples)
+    assert model.teacher.bbox_head.num_classes == 80 and model.student.bbox_head.num_classes == 3
+    assert losses['loss_vkd_neck'].item() > 0 and all(torch.isfinite(v).all() for v in losses['loss_cls'])
