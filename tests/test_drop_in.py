@@ -2,11 +2,12 @@
 tools/train.py on coco128: the base config's own hooks survive."""
 import re
 
+import pytest
 import torch
 from mmengine.hooks import EMAHook
 from mmengine.runner import Runner
 
-from helpers import ROOT, cfg_options_argv, coco128_options, load_tool
+from helpers import ROOT, cfg_options_argv, coco128_options, load_tool, read_scalars
 
 
 def readme_config(tmp_path, base: str, teacher: str):
@@ -21,9 +22,24 @@ def readme_config(tmp_path, base: str, teacher: str):
     return path
 
 
-def test_rtmdet_keeps_ema_and_pipeline_switch_and_exports_the_ema_student(tmp_path):
-    config = readme_config(tmp_path, 'mmdet::rtmdet/rtmdet_tiny_8xb32-300e_coco.py',
-                           'mmdet::rtmdet/rtmdet_s_8xb32-300e_coco.py')
+def train_in_process(tmp_path, config, options: dict, edit=None) -> Runner:
+    """tools/train.py's config handling, then mmengine's Runner in this process."""
+    train = load_tool('train')
+    cfg = train.build_config(train.parse_args(
+        [str(config), '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+         *cfg_options_argv({**coco128_options(batch=2, images=4), **options})]))
+    if edit is not None:
+        edit(cfg)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    return runner
+
+
+@pytest.mark.parametrize('source', ['readme', 'shipped'])
+def test_rtmdet_keeps_ema_and_pipeline_switch_and_exports_the_ema_student(tmp_path, source):
+    config = (readme_config(tmp_path, 'mmdet::rtmdet/rtmdet_tiny_8xb32-300e_coco.py',
+                            'mmdet::rtmdet/rtmdet_s_8xb32-300e_coco.py')
+              if source == 'readme' else ROOT / 'configs' / 'vkd_rtmdet_tiny.py')
     small = {  # RTMDet's 640 px pipeline at 160 px
         'train_dataloader.dataset.pipeline.2.img_scale': (160, 160),
         'train_dataloader.dataset.pipeline.3.scale': (320, 320),
@@ -36,12 +52,7 @@ def test_rtmdet_keeps_ema_and_pipeline_switch_and_exports_the_ema_student(tmp_pa
         'test_dataloader.dataset.pipeline.2.size': (160, 160),
         'model.teacher_ckpt': None, 'model.student.backbone.init_cfg': None,
         'model.probe_size': (128, 128)}
-    train = load_tool('train')
-    cfg = train.build_config(train.parse_args(
-        [str(config), '--work-dir', str(tmp_path / 'work'), '--cfg-options',
-         *cfg_options_argv({**coco128_options(batch=2, images=4), **small})]))
-    runner = Runner.from_cfg(cfg)
-    runner.train()
+    runner = train_in_process(tmp_path, config, small)
     hooks = [type(h).__name__ for h in runner.hooks]
     for name in ('EMAHook', 'PipelineSwitchHook', 'OrthogonalityLoggerHook', 'StudentExportHook'):
         assert name in hooks, hooks
@@ -58,3 +69,29 @@ def test_rtmdet_keeps_ema_and_pipeline_switch_and_exports_the_ema_student(tmp_pa
     for key, value in exported.items():
         assert torch.equal(value, ema[f'student.{key}']), key
     assert any(not torch.equal(value, raw[f'student.{key}']) for key, value in exported.items())
+
+
+def test_dino_student_from_a_swin_teacher_pairs_the_levels_both_have(tmp_path):
+    """configs/vkd_dino_r50.py: DETR-family student, Swin-L teacher with one more level."""
+    def at_160_px(cfg):
+        cfg.train_dataloader.dataset.pipeline = [
+            dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True),
+            dict(type='Resize', scale=(160, 160), keep_ratio=True),
+            dict(type='RandomFlip', prob=0.5), dict(type='PackDetInputs')]
+        for split in ('val_dataloader', 'test_dataloader'):
+            cfg[split].dataset.pipeline[1].scale = (160, 160)
+
+    runner = train_in_process(tmp_path, ROOT / 'configs' / 'vkd_dino_r50.py', {
+        'model.teacher_ckpt': None, 'model.student.backbone.init_cfg': None,
+        'model.probe_size': (128, 128),
+        # a 160 px image has about 530 tokens: fewer than DINO's 900 queries
+        'model.student.num_queries': 100}, edit=at_160_px)
+    model = runner.model
+    assert type(model.student).__name__ == 'DINO' and \
+        type(model.teacher.backbone).__name__ == 'SwinTransformer'
+    pairing = model.level_pairings['neck']
+    assert (pairing.student_strides, pairing.teacher_strides) == ([8, 16, 32, 64], [4, 8, 16, 32, 64])
+    assert (pairing.student, pairing.teacher) == ([0, 1, 2, 3], [1, 2, 3, 4])
+    records = [r for r in read_scalars(tmp_path / 'work') if 'loss_vkd_neck' in r]
+    assert len(records) == 2 and all(r['loss_vkd_neck'] > 0 for r in records)
+    assert (tmp_path / 'work' / 'student' / 'student_final.pth').is_file()

@@ -2,6 +2,7 @@
 import copy
 import logging
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -125,3 +126,37 @@ def test_different_data_preprocessors_are_warned_about(small_pair):
         logger.removeHandler(handler)
     assert len(same) == 1 and "'std'" in same[0] and "'bgr_to_rgb': (True, False)" in same[0]
     assert not any('data_preprocessors differ' in r for r in records)
+
+
+def deformable_detr():
+    from mmengine.hub import get_config
+    model = get_config('mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py').model
+    model.backbone.init_cfg = None
+    return model.to_dict()
+
+
+def test_a_detr_decoder_tap_says_where_its_channels_are():
+    """A DETR decoder's queries, stacked as (layers, N, queries, C), distilled row by row."""
+    student, teacher = deformable_detr(), deformable_detr()
+    with pytest.raises(ValueError, match=r"stacked tokens, e.g. a DETR decoder's "
+                                         r"\(layers, N, queries, C\).*channel_dim=-1"):
+        VkDDistiller(student=copy.deepcopy(student), teacher=copy.deepcopy(teacher),
+                     taps=['decoder[0]'], probe_size=(128, 128))
+    model = VkDDistiller(student=student, teacher=teacher, probe_size=(128, 128),
+                         taps=[dict(module='decoder[0]', channel_dim=-1)]).train()
+    proj = model.distill_losses['decoder'][0].projector
+    assert (proj.in_channels, proj.out_channels) == (256, 256)
+    seen = []
+    model.distill_losses['decoder'][0].register_forward_pre_hook(
+        lambda m, args: seen.append((tuple(args[0].shape), tuple(args[1].shape))))
+    inputs, samples = detection_batch(model, n=2, size=128)
+    losses = model.loss(inputs, samples)
+    # 6 decoder layers x 2 images x 300 queries x 256 channels on both sides.
+    assert seen == [((6, 2, 300, 256), (6, 2, 300, 256))]
+    losses['loss_vkd_decoder'].backward()
+    grad = model.student.decoder.layers[0].ffn.layers[0][0].weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+    # The same rows as flattening by hand: (6 * 2 * 300, 256).
+    s, t = torch.randn(6, 2, 300, 256), torch.randn(6, 2, 300, 256)
+    loss = model.distill_losses['decoder'][0]
+    torch.testing.assert_close(loss(s, t), loss(s.reshape(-1, 256), t.reshape(-1, 256)))

@@ -206,9 +206,21 @@ class VkDDistiller(BaseDetector):
 
     @staticmethod
     def _build_tap_losses(spec: TapSpec, s_feats, t_feats) -> nn.ModuleList:
+        cdim = spec.loss_cfg.get('channel_dim')
+        for role, feats in (('student', s_feats), ('teacher', t_feats)):
+            if cdim is None and any(f.dim() == 4 and f.shape[1] == 1 for f in feats):
+                # The probe's batch is 1: a 4-D map with 1 channel in dim 1 is
+                # most likely stacked tokens such as (layers, N, queries, C).
+                raise ValueError(
+                    f"VkD tap '{spec.name}': the {role}'s features have shapes "
+                    f"{[tuple(f.shape) for f in feats]} on the probe's batch of 1, so "
+                    f"dim 1 is not a channel dim; they look like stacked tokens, e.g. a "
+                    f"DETR decoder's (layers, N, queries, C). Say where the channels are "
+                    f"with channel_dim=-1 in the tap (or channel_dim=1 if that really is "
+                    f"a 1-channel map).")
         return nn.ModuleList([
-            VkDLoss(s.shape[default_channel_dim(s)], t.shape[default_channel_dim(t)],
-                    **spec.loss_cfg)
+            VkDLoss(s.shape[default_channel_dim(s) if cdim is None else cdim],
+                    t.shape[default_channel_dim(t) if cdim is None else cdim], **spec.loss_cfg)
             for s, t in zip(s_feats, t_feats)
         ])
 

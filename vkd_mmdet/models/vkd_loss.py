@@ -1,5 +1,6 @@
 """VkD feature loss for one student/teacher feature pair."""
 import math
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -48,6 +49,12 @@ class VkDLoss(nn.Module):
         align: how to match spatial sizes of 4-D features:
             ``'student_to_teacher'`` (default; bilinear resize of the student),
             ``'teacher_to_student'``, or ``'none'`` (sizes must match).
+        channel_dim: where the channels are, for features that are not
+            ``(N, C, H, W)`` maps, e.g. ``-1`` for a DETR decoder's stacked
+            queries ``(layers, N, queries, C)``. Both sides are then flattened to
+            ``(M, C)`` rows (as the official code does for tokens), and must agree
+            on every other dim. ``None``: dim 1 of 4-D maps, the last dim of
+            ``(N, L, C)`` tokens and ``(N, C)`` vectors.
         recompute: keep only the inputs for the backward pass and recompute
             the float32 side (alignment, projection, normalisation, loss) there,
             instead of keeping its intermediates: for a stride-4 tap of 256
@@ -57,7 +64,8 @@ class VkDLoss(nn.Module):
 
     Shapes:
         student ``(N, C_s, H_s, W_s)``, teacher ``(N, C_t, H_t, W_t)`` (or token
-        ``(N, L, C)`` / pooled ``(N, C)`` features); returns a scalar.
+        ``(N, L, C)`` / pooled ``(N, C)`` features, or any layout with
+        ``channel_dim``); returns a scalar.
     """
 
     def __init__(self,
@@ -71,7 +79,8 @@ class VkDLoss(nn.Module):
                  affine: bool = False,
                  orthogonal_map: str = 'qr',
                  align: str = 'student_to_teacher',
-                 recompute: bool = True):
+                 recompute: bool = True,
+                 channel_dim: Optional[int] = None):
         super().__init__()
         _check_choice('norm', norm, NORMS)
         _check_choice('norm_side', norm_side, NORM_SIDES)
@@ -86,6 +95,7 @@ class VkDLoss(nn.Module):
         self.loss_weight = check_loss_weight(loss_weight, 'VkDLoss')
         self.align = align
         self.recompute = bool(recompute)
+        self.channel_dim = channel_dim
 
         if projection == 'orthogonal':
             self.projector = OrthogonalProjector(
@@ -115,8 +125,20 @@ class VkDLoss(nn.Module):
                              f"and align='none'")
         return student, teacher
 
+    def _as_rows(self, student: torch.Tensor, teacher: torch.Tensor):
+        """Both sides as ``(M, C)`` rows, channels last (``channel_dim`` given)."""
+        student = student.movedim(self.channel_dim, -1)
+        teacher = teacher.movedim(self.channel_dim, -1)
+        if student.shape[:-1] != teacher.shape[:-1]:
+            raise ValueError(f'VkDLoss: with channel_dim={self.channel_dim}, student '
+                             f'{tuple(student.shape)} and teacher {tuple(teacher.shape)} '
+                             f'(channels last) must agree on every other dim')
+        return student.reshape(-1, student.shape[-1]), teacher.reshape(-1, teacher.shape[-1])
+
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         teacher = teacher.detach()
+        if self.channel_dim is not None:
+            student, teacher = self._as_rows(student, teacher)
         if student.shape[0] != teacher.shape[0]:
             raise ValueError(f'VkDLoss: batch sizes differ, student {tuple(student.shape)} '
                              f'vs teacher {tuple(teacher.shape)}')
