@@ -13,7 +13,7 @@ from helpers import ROOT, cfg_options_argv, coco128_options, small_pair
 from vkd_mmdet.checkpoint import safe_load
 
 
-def write_config(tmp_path):
+def write_config(tmp_path, taps=('backbone', 'neck'), name='resume_cfg.py'):
     student, teacher = small_pair()
     # Every tensor must move in every epoch, so that a state lost on resume shows:
     # no frozen stem, BatchNorm statistics updated, a constant learning rate
@@ -21,11 +21,11 @@ def write_config(tmp_path):
     # AdamW, whose steps are about lr whatever the gradient's scale (with SGD
     # the deep convs moved less than the comparison's tolerance).
     student['backbone'].update(frozen_stages=-1, norm_eval=False)
-    path = tmp_path / 'resume_cfg.py'
+    path = tmp_path / name
     path.write_text(
         f"_base_ = '{ROOT / 'configs' / 'vkd_retinanet_r50.py'}'\n"
         f"model = dict(_delete_=True, type='VkDDistiller', student={student!r},\n"
-        f"             teacher={teacher!r}, taps=['backbone', 'neck'], probe_size=(128, 128))\n"
+        f"             teacher={teacher!r}, taps={list(taps)!r}, probe_size=(128, 128))\n"
         f"param_scheduler = [dict(type='ConstantLR', factor=1.0, begin=0, end=1, by_epoch=False)]\n"
         f"optim_wrapper = dict(_delete_=True, type='OptimWrapper',\n"
         f"                     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4))\n"
@@ -89,3 +89,14 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
         for name in sa[key]:
             torch.testing.assert_close(sa[key][name], sb[key][name], **tol)
     assert (a['meta']['epoch'], a['meta']['iter']) == (b['meta']['epoch'], b['meta']['iter']) == (3, 9)
+
+    # Resuming with another setup (neck taps only) stops before anything loads,
+    # saying what differs, instead of mmengine's bare optimizer error.
+    other = write_config(tmp_path, taps=['neck'], name='neck_only.py')
+    wrong = subprocess.run(train_cmd(other, tmp_path / 'other', '--resume',
+                                     str(full / 'epoch_1.pth')),
+                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert wrong.returncode != 0
+    assert ("CheckpointMismatchError: --resume: the checkpoint was written by another setup "
+            "than this config: 0 missing keys (e.g. []), 4 unexpected keys (e.g. "
+            "['distill_losses.backbone.0.") in wrong.stderr, wrong.stderr[-3000:]
