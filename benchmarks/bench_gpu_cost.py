@@ -239,7 +239,7 @@ def measure(name: str, args, batch_cache: dict, profile_path: Path = None) -> di
         result['memory_ratio_neck'] = memory['vkd_neck']['peak_mib'] / limit
     if profile_path is not None:
         result['profile'] = str(profile_vkd(cases['vkd'], profile_path, name))
-    del cases, teacher, steps
+    del cases, steps  # (the teacher goes with the VkD case)
     free()
     return result
 

@@ -225,17 +225,25 @@ def load_teacher_checkpoint(model: nn.Module, url_or_path: str, trust: bool = Fa
     """Load a teacher's weights strictly; fail with counts and examples on mismatch."""
     path = fetch(url_or_path)
     state = extract_state_dict(safe_load(path, trust=trust))
-    own = model.state_dict()
+    differences = state_dict_differences(model.state_dict(), state)
+    if differences:
+        raise CheckpointMismatchError(
+            f'teacher checkpoint {url_or_path} does not match the teacher config: '
+            f'{differences}. Check that `teacher` is the config this checkpoint was '
+            f'trained with.')
+    model.load_state_dict(state, strict=True)
+    return state
+
+
+def state_dict_differences(own: Dict, state: Dict) -> str:
+    """'' when ``state`` fits ``own`` key for key and shape for shape; otherwise
+    the counts of missing and unexpected keys and shape mismatches, with examples."""
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     wrong_shape = [f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
                    for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or wrong_shape:
-        raise CheckpointMismatchError(
-            f'teacher checkpoint {url_or_path} does not match the teacher config: '
-            f'{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} '
+    if not (missing or unexpected or wrong_shape):
+        return ''
+    return (f'{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} '
             f'unexpected keys (e.g. {unexpected[:3]}), {len(wrong_shape)} shape '
-            f'mismatches (e.g. {wrong_shape[:3]}). Check that `teacher` is the config '
-            f'this checkpoint was trained with.')
-    model.load_state_dict(state, strict=True)
-    return state
+            f'mismatches (e.g. {wrong_shape[:3]})')

@@ -4,7 +4,7 @@ from mmengine.model import is_model_wrapper
 
 from mmdet.registry import HOOKS
 
-from ..checkpoint import CheckpointMismatchError
+from ..checkpoint import CheckpointMismatchError, state_dict_differences
 
 
 @HOOKS.register_module()
@@ -28,15 +28,9 @@ class ResumeCheckHook(Hook):
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         state = {k[7:] if k.startswith('module.') else k: v
                  for k, v in (checkpoint.get('state_dict') or {}).items()}
-        own = model.state_dict()
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        shapes = [f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
-                  for k in own if k in state and state[k].shape != own[k].shape]
-        if missing or unexpected or shapes:
+        differences = state_dict_differences(model.state_dict(), state)
+        if differences:
             raise CheckpointMismatchError(
                 f'--resume: the checkpoint was written by another setup than this config: '
-                f'{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} '
-                f'unexpected keys (e.g. {unexpected[:3]}), {len(shapes)} shape mismatches '
-                f'(e.g. {shapes[:2]}). Resume with the config it was trained with, or start '
-                f'a new run from its weights with load_from=... instead of --resume.')
+                f'{differences}. Resume with the config it was trained with, or start a '
+                f'new run from its weights with load_from=... instead of --resume.')
