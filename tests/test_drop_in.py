@@ -4,10 +4,12 @@ import re
 
 import pytest
 import torch
+from mmengine.config import Config
 from mmengine.hooks import EMAHook
 from mmengine.runner import Runner
 
-from helpers import ROOT, cfg_options_argv, coco128_options, load_tool, read_scalars
+from helpers import (ROOT, cfg_options_argv, coco128_options, load_tool, read_scalars,
+                     resize_options)
 
 
 def readme_config(tmp_path, base: str, teacher: str):
@@ -95,3 +97,19 @@ def test_dino_student_from_a_swin_teacher_pairs_the_levels_both_have(tmp_path):
     records = [r for r in read_scalars(tmp_path / 'work') if 'loss_vkd_neck' in r]
     assert len(records) == 2 and all(r['loss_vkd_neck'] > 0 for r in records)
     assert (tmp_path / 'work' / 'student' / 'student_final.pth').is_file()
+
+
+def test_two_stage_student_from_a_cascade_teacher_on_backbone_and_neck(tmp_path):
+    """The README's lines on Faster R-CNN R50 with a Cascade R-CNN R101 teacher."""
+    config = readme_config(tmp_path, 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
+                           'mmdet::cascade_rcnn/cascade-rcnn_r101_fpn_1x_coco.py')
+    runner = train_in_process(tmp_path, config, {
+        **resize_options(Config.fromfile(str(config)), 160),
+        'model.teacher_ckpt': None, 'model.student.backbone.init_cfg': None,
+        'model.probe_size': (128, 128), 'model.taps': ['backbone', 'neck']})
+    model = runner.model
+    assert type(model.teacher).__name__ == 'CascadeRCNN'
+    shapes = [(p.in_channels, p.out_channels) for p in model.projectors().values()]
+    assert shapes == [(256, 256), (512, 512), (1024, 1024), (2048, 2048)] + [(256, 256)] * 5
+    records = [r for r in read_scalars(tmp_path / 'work') if 'loss_vkd_neck' in r]
+    assert len(records) == 2 and all(r['loss_vkd_backbone'] > 0 for r in records)
