@@ -20,6 +20,7 @@ the markdown report and plots from those files.
     python benchmarks/bench_facemask.py report
 """
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -117,6 +118,7 @@ DEFAULT_SPLITS = dict(train_ann='annotations/custom_train.json',
                       train_img_dir='train2017/', val_img_dir='val2017/')
 
 
+@functools.lru_cache(maxsize=None)  # every run's spec reads the same two files
 def read_split(data_root: Path, ann_file: str, img_dir: str, split: str) -> dict:
     """Class names (in category-id order) and sizes of one COCO split, or a
     ``SystemExit`` saying why the split cannot be used."""

@@ -117,13 +117,11 @@ def check_checkpoint_file(path: str) -> None:
     if zipfile.is_zipfile(path):
         return
     with open(path, 'rb') as f:
-        head = f.read(2)
-    if len(head) == 2 and head[0] == _PICKLE_PROTO and 2 <= head[1] <= 5:
+        head = f.read(4)
+    if len(head) >= 2 and head[0] == _PICKLE_PROTO and 2 <= head[1] <= 5:
         return  # legacy (non-zip) torch.save format
-    with open(path, 'rb') as f:
-        zip_start = f.read(4) == b'PK\x03\x04'
     what = ('a zip archive without its end (truncated: an interrupted download or save?)'
-            if zip_start else 'neither a zip archive nor a pickle stream')
+            if head == b'PK\x03\x04' else 'neither a zip archive nor a pickle stream')
     raise InvalidCheckpointError(
         f'checkpoint {path} ({size} bytes) is not a valid PyTorch checkpoint: it is '
         f'{what}. Check the path, or download or save it again.')
@@ -209,13 +207,18 @@ def fetch(url_or_path: str, timeout: float = 15.0) -> str:
     return target
 
 
+def without_ddp_prefix(state: Dict) -> 'OrderedDict[str, torch.Tensor]':
+    """``state`` with the ``module.`` prefix that DDP-wrapped models save removed."""
+    return OrderedDict((k[7:] if k.startswith('module.') else k, v) for k, v in state.items())
+
+
 def extract_state_dict(ckpt) -> 'OrderedDict[str, torch.Tensor]':
     """Weights of a checkpoint: its ``state_dict`` (or the dict itself), with
     ``module.`` (DDP) prefixes removed; a VkD checkpoint yields its student."""
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not any(torch.is_tensor(v) for v in state.values()):
         raise CheckpointMismatchError('the checkpoint holds no state dict of tensors')
-    state = OrderedDict((k[7:] if k.startswith('module.') else k, v) for k, v in state.items())
+    state = without_ddp_prefix(state)
     if any(k.startswith(STUDENT_PREFIX) for k in state):
         state = student_state_dict(state)
     return state

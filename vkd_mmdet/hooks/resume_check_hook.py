@@ -4,7 +4,7 @@ from mmengine.model import is_model_wrapper
 
 from mmdet.registry import HOOKS
 
-from ..checkpoint import CheckpointMismatchError, state_dict_differences
+from ..checkpoint import CheckpointMismatchError, state_dict_differences, without_ddp_prefix
 
 
 @HOOKS.register_module()
@@ -26,8 +26,7 @@ class ResumeCheckHook(Hook):
         if not getattr(runner, '_resume', False):
             return
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        state = {k[7:] if k.startswith('module.') else k: v
-                 for k, v in (checkpoint.get('state_dict') or {}).items()}
+        state = without_ddp_prefix(checkpoint.get('state_dict') or {})
         differences = state_dict_differences(model.state_dict(), state)
         if differences:
             raise CheckpointMismatchError(
