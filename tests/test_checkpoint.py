@@ -78,6 +78,15 @@ def test_teacher_config_from_dict_file_and_mmdet_name(tmp_path):
         build_teacher_config(str(tmp_path / 'missing.py'))
     with pytest.raises(FileNotFoundError, match='cannot resolve teacher config'):
         build_teacher_config('mmdet::retinanet/no_such_config.py')
+    # A config that is there but needs a module that does not import (as an
+    # mmpretrain-backbone teacher does without torchvision): the real cause.
+    needs = tmp_path / 'needs_module.py'
+    needs.write_text("_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'\n"
+                     "custom_imports = dict(imports=['vkd_no_such_module'], "
+                     "allow_failed_imports=False)\n")
+    with pytest.raises(ImportError, match=r"needs_module.py' imports modules that fail to "
+                                          r"import: .*vkd_no_such_module"):
+        build_teacher_config(str(needs))
 
 
 def test_files_that_are_not_checkpoints_are_named_as_such(tmp_path):

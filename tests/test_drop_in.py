@@ -113,3 +113,26 @@ def test_two_stage_student_from_a_cascade_teacher_on_backbone_and_neck(tmp_path)
     assert shapes == [(256, 256), (512, 512), (1024, 1024), (2048, 2048)] + [(256, 256)] * 5
     records = [r for r in read_scalars(tmp_path / 'work') if 'loss_vkd_neck' in r]
     assert len(records) == 2 and all(r['loss_vkd_backbone'] > 0 for r in records)
+
+
+@pytest.mark.parametrize('source', ['readme', 'shipped'])
+def test_retinanet_student_from_an_mmpretrain_convnext_teacher(tmp_path, source):
+    """A teacher whose backbone is mmpretrain's ConvNeXt (its config imports
+    `mmpretrain.models`): P2-P6 against the student's P3-P7, paired by stride."""
+    teacher = 'mmdet::convnext/mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py'
+    config = (readme_config(tmp_path, 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', teacher)
+              if source == 'readme' else ROOT / 'configs' / 'vkd_retinanet_r50_convnext-t.py')
+    runner = train_in_process(tmp_path, config, {
+        **resize_options(Config.fromfile(str(config)), 160),
+        'model.teacher_ckpt': None, 'model.student.backbone.init_cfg': None,
+        'model.probe_size': (128, 128)})
+    model = runner.model
+    backbone = type(model.teacher.backbone)
+    assert (backbone.__name__, backbone.__module__.split('.')[0]) == ('ConvNeXt', 'mmpretrain')
+    assert type(model.teacher).__name__ == 'MaskRCNN'
+    pairing = model.level_pairings['neck']
+    assert (pairing.student_strides, pairing.teacher_strides) == ([8, 16, 32, 64, 128],
+                                                                  [4, 8, 16, 32, 64])
+    assert (pairing.student, pairing.teacher) == ([0, 1, 2, 3], [1, 2, 3, 4])
+    records = [r for r in read_scalars(tmp_path / 'work') if 'loss_vkd_neck' in r]
+    assert len(records) == 2 and all(r['loss_vkd_neck'] > 0 for r in records)

@@ -35,18 +35,23 @@ def build_teacher_config(teacher: Union[str, dict]) -> dict:
     if not isinstance(teacher, str):
         raise TypeError(f'VkDDistiller: teacher must be a config dict, a config file '
                         f'or an "mmdet::..." name, got {type(teacher).__name__}')
-    if '::' in teacher:
-        from mmengine.hub import get_config
-        try:
+    if '::' not in teacher and not osp.isfile(teacher):
+        raise FileNotFoundError(f"VkDDistiller: teacher config file '{teacher}' "
+                                f"does not exist")
+    try:
+        if '::' in teacher:
+            from mmengine.hub import get_config
             cfg = get_config(teacher)
-        except Exception as exc:  # noqa: BLE001 - re-raised with context
-            raise FileNotFoundError(f"VkDDistiller: cannot resolve teacher config "
-                                    f"'{teacher}': {exc}") from exc
-    else:
-        if not osp.isfile(teacher):
-            raise FileNotFoundError(f"VkDDistiller: teacher config file '{teacher}' "
-                                    f"does not exist")
-        cfg = Config.fromfile(teacher)
+        else:
+            cfg = Config.fromfile(teacher)
+    except ImportError as exc:
+        # The config was found, but a module its `custom_imports` names (e.g.
+        # 'mmpretrain.models' for an mmpretrain backbone) fails to import.
+        raise ImportError(f"VkDDistiller: teacher config '{teacher}' imports modules "
+                          f"that fail to import: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - re-raised with context
+        raise FileNotFoundError(f"VkDDistiller: cannot resolve teacher config "
+                                f"'{teacher}': {type(exc).__name__}: {exc}") from exc
     if 'model' not in cfg:
         raise KeyError(f"VkDDistiller: teacher config '{teacher}' has no `model`")
     return cfg.model.to_dict() if hasattr(cfg.model, 'to_dict') else dict(cfg.model)
