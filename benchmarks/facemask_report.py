@@ -156,6 +156,7 @@ def write_report(out: Path, protocol: str, protocols: dict, methods: dict, main_
                     for rs in runs.values() for r in rs if r.get('timing_note')]
     if timing_notes:
         lines += timing_notes + ['']
+    Path(out).mkdir(parents=True, exist_ok=True)  # (a run stopped before any result)
     figures = _plots(Path(out), protocol, runs, methods, main_methods)
     for fig in figures:
         lines.append(f'![{fig.stem}]({fig.name})')
