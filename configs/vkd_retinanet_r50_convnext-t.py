@@ -8,15 +8,10 @@
 # them without training). The backbones are not tapped: ConvNeXt-T's stages
 # (96-768 channels) are narrower than ResNet-50's (256-2048).
 # The teacher config imports `mmpretrain.models` itself (its `custom_imports`).
-_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
-custom_imports = dict(imports=['vkd_mmdet'], allow_failed_imports=False)
+# The student, schedule and hooks are configs/vkd_retinanet_r50.py's.
+_base_ = './vkd_retinanet_r50.py'
 
 model = dict(
-    _delete_=True,
-    type='VkDDistiller',
-    student={{_base_.model}},
     teacher='mmdet::convnext/mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py',
     teacher_ckpt='https://download.openmmlab.com/mmdetection/v2.0/convnext/mask_rcnn_convnext-t_p4_w7_fpn_fp16_ms-crop_3x_coco/mask_rcnn_convnext-t_p4_w7_fpn_fp16_ms-crop_3x_coco_20220426_154953-050731f4.pth',  # noqa: E501
     taps=['neck'])
-
-custom_hooks = [dict(type='DistillWeightScheduleHook', warmup_iters=500)]
