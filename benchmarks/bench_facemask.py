@@ -17,7 +17,12 @@ the markdown report and plots from those files.
 
     python benchmarks/bench_facemask.py [--quick | --protocol long] [--seeds 0 1] [--methods ...]
         [--data-root DIR [--train-ann F] [--val-ann F] [--train-img-dir D] [--val-img-dir D]]
+    python benchmarks/bench_facemask.py --protocol gpu [--device cuda] [--jobs N] [--lite-weights DIR]
     python benchmarks/bench_facemask.py report
+
+The 'gpu' protocol (a pretrained EfficientNet-Lite0 student at 640 px, runs in
+parallel) is where students learn enough to tell methods apart; it runs on the
+GPU machine through benchmarks/facemask_gpu_prepare.sh and facemask_gpu_run.sh.
 """
 import argparse
 import functools
