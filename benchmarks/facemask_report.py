@@ -9,7 +9,9 @@ COMMAND = {'full': 'python benchmarks/bench_facemask.py',
            'long': 'python benchmarks/bench_facemask.py --protocol long --methods none vkd --seeds 0 1',
            'gpu': 'bash benchmarks/facemask_gpu_prepare.sh here, then on the GPU machine '
                   'bash benchmarks/facemask_gpu_run.sh',
-           'gpu-toy': 'python benchmarks/bench_facemask.py --protocol gpu-toy'}
+           'gpu-toy': 'python benchmarks/bench_facemask.py --protocol gpu-toy',
+           'cpu-pretrained': 'python benchmarks/bench_facemask.py --protocol cpu-pretrained '
+                             '--methods none vkd pkd mmrazor_cwd --seeds 0 1'}
 # What a protocol must reach before its table can tell methods apart (issue #14).
 MIN_PLAIN_MAP = 10.0      # bbox mAP (%) of the student without distillation
 MIN_TEACHER_GAP = 10.0    # teacher's mAP50 minus the plain student's (points)
