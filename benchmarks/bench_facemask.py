@@ -135,8 +135,9 @@ PAIR_LITE0 = dict(
 MAIN_METHODS = ('none', 'vkd', 'pkd', 'fitnet', 'mmrazor_pkd', 'mmrazor_cwd')
 
 
-def student_cfg(protocol: dict) -> Path:
-    return CONFIGS / protocol.get('student_cfg', STUDENT_CFG.name)
+def student_cfg(protocol_or_spec: dict) -> Path:
+    """The student's config file named by a protocol or a run spec (default R18)."""
+    return CONFIGS / protocol_or_spec.get('student_cfg', STUDENT_CFG.name)
 
 
 def pair_of(protocol: dict) -> dict:
@@ -295,14 +296,14 @@ def run_spec(method: str, seed: int, protocol_name: str, data_root: Path, teache
 def build_config(spec: dict):
     from mmengine.config import Config
     method = spec['method']
-    config = TEACHER_CFG if method == 'teacher' else CONFIGS / spec.get('student_cfg', STUDENT_CFG.name)
-    cfg = Config.fromfile(str(config))
+    cfg = Config.fromfile(str(TEACHER_CFG if method == 'teacher' else student_cfg(spec)))
     # JSON has no tuples; mmcv's Resize accepts only a tuple scale
     cfg.merge_from_dict({k: tuple(v) if k.endswith('.scale') else v
                          for k, v in spec['options'].items()})
     set_lite_weights(cfg.model, spec.get('lite_weights'))
     m = spec['method_cfg'] or dict(kind='plain')
-    teacher = teacher_model(cfg.model.bbox_head.num_classes, spec.get('lite_weights'))
+    if m['kind'] in ('distiller', 'mmrazor'):  # (the teacher and plain runs need none)
+        teacher = teacher_model(cfg.model.bbox_head.num_classes, spec.get('lite_weights'))
     if m['kind'] == 'distiller':
         cfg.model = dict(type='VkDDistiller', student=cfg.model.to_dict(),
                          teacher=teacher,
