@@ -74,7 +74,7 @@ PROTOCOLS['long'] = dict(PROTOCOLS['full'], epochs=4, teacher_protocol='full')
 PROTOCOLS['gpu'] = dict(train_images=None, val_images=None, epochs=6, student_warmup=50,
                         teacher_epochs=36, scale=(640, 640), val_interval=3,
                         student_cfg='facemask_student_lite0_fpn64.py', num_workers=2,
-                        device='cuda', jobs=12)
+                        teacher_num_workers=6, device='cuda', jobs=12)
 # The same pair on the CPU, where it also learns: 416 px, 3 student epochs (17 min
 # a plain run here), the teacher 8 epochs. For when no GPU is lent.
 PROTOCOLS['cpu-pretrained'] = dict(train_images=None, val_images=None, epochs=3,
@@ -83,7 +83,8 @@ PROTOCOLS['cpu-pretrained'] = dict(train_images=None, val_images=None, epochs=3,
 # The GPU protocol's code path at toy size on a CPU (tests/test_bench_gpu_protocol.py).
 PROTOCOLS['gpu-toy'] = dict(PROTOCOLS['gpu'], train_images=8, val_images=4, epochs=2,
                             student_warmup=2, teacher_epochs=1, scale=(128, 128),
-                            val_interval=2, num_workers=1, device='cpu', jobs=2)
+                            val_interval=2, num_workers=1, teacher_num_workers=1,
+                            device='cpu', jobs=2)
 
 # Each method: how the student is trained. 'distiller' methods use vkd_mmdet's
 # VkDDistiller with the given per-tap options; 'mmrazor' ones run MMRazor 1.0.0.
@@ -229,6 +230,9 @@ def base_options(data_root: Path, protocol: dict, epochs: int, seed: int,
             opts[f'{split}_dataloader.dataset.pipeline.1.scale'] = tuple(protocol['scale'])
     if protocol.get('val_interval'):
         opts['train_cfg.val_interval'] = protocol['val_interval']
+        # a checkpoint at every validation: a run stopped at a time limit resumes
+        # from its last one (see ensure)
+        opts['default_hooks.checkpoint.interval'] = protocol['val_interval']
     if protocol.get('num_workers'):
         for split in ('train', 'val', 'test'):
             opts[f'{split}_dataloader.num_workers'] = protocol['num_workers']
@@ -270,6 +274,10 @@ def run_spec(method: str, seed: int, protocol_name: str, data_root: Path, teache
     options = base_options(data_root, protocol, epochs, seed, splits)
     files = [CONFIGS / '_facemask_retinanet.py', TEACHER_CFG,
              ROOT / 'benchmarks' / 'efficientnet_lite.py']
+    if is_teacher and protocol.get('teacher_num_workers'):
+        # the teacher is the critical path (every distilled run waits for it), and
+        # while it trains only the plain students share the machine's cores
+        options['train_dataloader.num_workers'] = protocol['teacher_num_workers']
     if not is_teacher:
         files.append(student_cfg(protocol))
         options['param_scheduler.0.end'] = protocol['student_warmup']
@@ -383,13 +391,23 @@ def run_one(spec_path: str) -> None:
                          f"{spec['device']}, but this process sees {device} only")
     cfg = build_config(spec)
     cfg.work_dir = str(work_dir)
+    cfg.resume = True  # from the work_dir's last checkpoint, if a stopped run left one
+    seconds_file = work_dir / 'seconds_before_resume'
+    earlier = float(seconds_file.read_text()) if seconds_file.is_file() else 0.0
+    resumed_at = resumed_epoch(work_dir)
     start = time.time()
     runner = Runner.from_cfg(cfg)
-    runner.train()
-    seconds = time.time() - start
+    try:
+        runner.train()
+    except KeyboardInterrupt:  # a time limit: the next invocation resumes
+        seconds_file.write_text(str(earlier + time.time() - start))
+        raise
+    seconds = earlier + time.time() - start
     from vkd_mmdet.scalars import read_scalars
     per_epoch, losses = [], []
-    for rec in read_scalars(work_dir / runner.timestamp / 'vis_data' / 'scalars.json'):
+    records = [rec for path in sorted(work_dir.glob('*/vis_data/scalars.json'))
+               for rec in read_scalars(path)]  # (a resumed run has one file per start)
+    for rec in records:
         if 'coco/bbox_mAP' in rec:
             per_epoch.append(dict(epoch=rec['step'], bbox_mAP=rec['coco/bbox_mAP'],
                                   bbox_mAP_50=rec['coco/bbox_mAP_50']))
@@ -398,9 +416,12 @@ def run_one(spec_path: str) -> None:
                            if k == 'step' or 'loss' in k})
     # mmdet's CocoMetric returns nothing when no box passes the score threshold
     # (an undertrained student): those epochs score 0, and the result says so.
+    # (An epoch at or before a resume point without a score was stopped during its
+    # validation: it has no result rather than an empty one.)
+    per_epoch = list({e['epoch']: e for e in per_epoch}.values())
     scored = {e['epoch'] for e in per_epoch}
     empty = [e for e in validated_epochs(spec['epochs'], cfg.train_cfg.get('val_interval', 1))
-             if e not in scored]
+             if e not in scored and e > resumed_at]
     per_epoch = sorted(per_epoch + [dict(epoch=e, bbox_mAP=0.0, bbox_mAP_50=0.0, no_detections=True)
                                     for e in empty], key=lambda e: e['epoch'])
     result = dict(
@@ -413,7 +434,18 @@ def run_one(spec_path: str) -> None:
         note=f'no detections above the score threshold after epoch(s) {empty}: mAP 0'
         if empty else None,
         checkpoint=str(work_dir / f'epoch_{spec["epochs"]}.pth'))
+    if resumed_at:
+        result['resumed_after_epoch'] = resumed_at
     (work_dir / 'result.json').write_text(json.dumps(result, indent=1))
+
+
+def resumed_epoch(work_dir: Path) -> int:
+    """The epoch of the checkpoint a stopped run left in ``work_dir`` (0: none)."""
+    last = work_dir / 'last_checkpoint'
+    if not last.is_file():
+        return 0
+    name = Path(last.read_text().strip()).stem  # epoch_<n>
+    return int(name.split('_')[-1])
 
 
 def validated_epochs(epochs: int, val_interval: int):
@@ -422,23 +454,31 @@ def validated_epochs(epochs: int, val_interval: int):
 
 
 # -------------------------------------------------------------- orchestration
-def ensure(spec: dict, cache: Path, out: Path) -> dict:
-    """Result of ``spec``: from the cache, or trained now in a child process."""
+def ensure(spec: dict, cache: Path, out: Path, threads: int = None) -> dict:
+    """Result of ``spec``: from the cache, or trained now in a child process
+    (with ``threads`` CPU threads, unless OMP_NUM_THREADS says otherwise)."""
     work_dir = cache / spec['key']
     done = work_dir / 'result.json'
     if done.is_file():
         log(f'{spec["key"]}: cached')
     else:
-        if work_dir.exists():
-            shutil.rmtree(work_dir)  # an interrupted run: start it again
-        work_dir.mkdir(parents=True)
+        resuming = (work_dir / 'last_checkpoint').is_file()
+        if resuming:
+            log(f'{spec["key"]}: resuming an interrupted run from its last checkpoint')
+        elif work_dir.exists():
+            shutil.rmtree(work_dir)  # interrupted before its first checkpoint: start again
+        work_dir.mkdir(parents=True, exist_ok=True)
         (work_dir / 'spec.json').write_text(json.dumps(spec, indent=1))
         log(f'{spec["key"]}: training {spec["method"]} (seed {spec["seed"]}, '
             f'{spec["epochs"]} epochs); log in {work_dir}/run.log')
         env = dict(os.environ)
+        if threads and 'OMP_NUM_THREADS' not in env:
+            # Runs side by side, each with a thread per core, spin against each other:
+            # on 2 cores two toy runs took 8.4 s an iteration, 0.4 s with one thread each.
+            env['OMP_NUM_THREADS'] = str(threads)
         if spec.get('device') == 'cpu':
             env['CUDA_VISIBLE_DEVICES'] = ''  # a CPU protocol stays on the CPU on a GPU machine
-        with open(work_dir / 'run.log', 'w') as logfile:
+        with open(work_dir / 'run.log', 'a' if resuming else 'w') as logfile:
             proc = subprocess.run([sys.executable, __file__, 'run', str(work_dir / 'spec.json')],
                                   stdout=logfile, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         if proc.returncode in (-signal.SIGINT, -signal.SIGTERM):
@@ -546,15 +586,17 @@ def run_all(spec, methods, seeds, ablation_seeds, cache: Path, out: Path, jobs: 
     order = job_order(methods, seeds, ablation_seeds)
     plain = [(m, s) for m, s in order if METHODS[m]['kind'] == 'plain']
     pool = ThreadPoolExecutor(max_workers=jobs)
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    ensure_ = functools.partial(ensure, cache=cache, out=out, threads=threads)
     try:
-        teacher_run = pool.submit(ensure, spec('teacher', 0), cache, out)
-        runs = [pool.submit(ensure, spec(m, s), cache, out) for m, s in plain]
+        teacher_run = pool.submit(ensure_, spec('teacher', 0))
+        runs = [pool.submit(ensure_, spec(m, s)) for m, s in plain]
         teacher = teacher_run.result()
         if teacher.get('failed') or teacher.get('interrupted'):
             raise SystemExit(f'bench_facemask: the teacher '
                              f'{"failed" if teacher.get("failed") else "was interrupted"}; '
                              f'no distillation run can start')
-        runs += [pool.submit(ensure, spec(m, s, teacher=teacher), cache, out)
+        runs += [pool.submit(ensure_, spec(m, s, teacher=teacher))
                  for m, s in order if (m, s) not in plain]
         return [run.result() for run in runs]
     except KeyboardInterrupt:  # e.g. `timeout --signal=INT`: keep what finished, start nothing

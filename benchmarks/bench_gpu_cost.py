@@ -293,6 +293,9 @@ def main(argv=None):
     parser.add_argument('--tiny', action='store_true',
                         help='CPU smoke run: batch 2 at 128x128, 1 repetition, no AMP')
     parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results'))
+    parser.add_argument('--append', action='store_true',
+                        help='keep the configs an earlier run with the same settings wrote '
+                             'to --out (a measurement split over several device calls)')
     args = parser.parse_args(argv)
     if args.tiny:
         args.device, args.amp, args.batch, args.size = 'cpu', 'none', 2, (128, 128)
@@ -313,7 +316,19 @@ def main(argv=None):
     if args.tap_options:
         stem += '_' + '_'.join(f'{k}-{v}' for k, v in sorted(args.tap_options.items()))
     profile_path = out / f'{stem}_profiles.txt' if args.profile else None
-    if profile_path is not None and profile_path.exists():
+    earlier = out / f'{stem}.json'
+    if args.append and earlier.is_file():
+        previous = json.loads(earlier.read_text())
+        settings = ('device', 'amp', 'batch', 'size', 'tap_options', 'reps', 'warmup')
+        differ = [k for k in settings if previous.get(k) != result[k]]
+        if differ:
+            raise SystemExit(f'bench_gpu_cost: --append to {earlier}, which was measured with '
+                             f'other settings: ' + ', '.join(
+                                 f'{k} {previous.get(k)} (now {result[k]})' for k in differ))
+        result['configs'] = {k: v for k, v in previous['configs'].items()
+                             if k not in args.configs}
+        result['command'] = f'{previous["command"]}`, then `{result["command"]}'
+    elif profile_path is not None and profile_path.exists():
         profile_path.unlink()
     batch_cache = {}
     for name in args.configs:
@@ -324,8 +339,9 @@ def main(argv=None):
             result['configs'][name] = dict(error=f'out of memory: {exc}'.splitlines()[0])
         batch_cache.clear()
         print(json.dumps(result['configs'][name], indent=1, default=str), flush=True)
-    (out / f'{stem}.json').write_text(json.dumps(result, indent=1))
-    (out / f'{stem}.md').write_text(report(result))
+        # after every config, so a run stopped at a time limit keeps what it measured
+        (out / f'{stem}.json').write_text(json.dumps(result, indent=1))
+        (out / f'{stem}.md').write_text(report(result))
     print(report(result))
     return result
 

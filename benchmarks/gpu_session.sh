@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The GPU measurements (issues #13 and #14) as device calls on the H200 machine, in
+# phases that share one kit install and one deadline, so a session's 15 minutes of
+# device time go to measuring:
+#   here, once:  bash benchmarks/facemask_gpu_prepare.sh       (.devkit and .devdata)
+#   then:        run(command="bash benchmarks/gpu_session.sh PHASE ...",
+#                    carry=[".devkit", ".devdata"], timeout_s=590)
+# Phases, in the order given:
+#   cost-retinanet  bench_gpu_cost.py on configs/vkd_retinanet_r50.py, with the profile
+#   cost-rest       the same for the other three shipped configs
+#   cost-recompute  the RetinaNet config with recompute=False (what recomputation buys)
+#   facemask        bench_facemask.py --protocol gpu: teacher and six methods, seeds 0 1
+# Each phase stops at the deadline (DEADLINE_S after the start, default 560 s, less
+# RESERVE_S for the last copies), keeping what it finished: bench_gpu_cost.py writes
+# after every config, bench_facemask.py keeps finished runs. What a phase made is kept
+# in /tmp/vkd_gpu_session, so a second call on the same warm machine continues it
+# (--append; the face-mask cache). Into $OUT (what comes back, at most 8 files):
+#   session.log, gpu_cost{,_profiles}.{json,md,txt}, gpu_cost_recompute-False.{json,md},
+#   facemask_gpu.tar.gz (results, report, plots and every run's log and scalars).
+# Commit them under benchmarks/results/ with the machine they name.
+#   bash benchmarks/gpu_session.sh --cpu-check PHASE ...   (here: the same at toy size)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+OUT=${OUT:-/tmp/gpu_session_out}
+KEEP=${KEEP:-/tmp/vkd_gpu_session}
+DEADLINE_S=${DEADLINE_S:-560}
+RESERVE_S=${RESERVE_S:-30}
+mkdir -p "$OUT" "$KEEP/cost" "$KEEP/facemask"
+export PYTHONUNBUFFERED=1
+exec > >(tee -a "$OUT/session.log") 2>&1
+
+if [ "${1:-}" = "--cpu-check" ]; then
+  shift
+  PY=${PY:-.venv/bin/python}; cost_opts=(--tiny); protocol=gpu-toy
+  methods=(none vkd mmrazor_pkd); seeds=(0)
+else
+  source .devkit/install.sh || exit $?
+  PY=python3; cost_opts=(); protocol=gpu
+  methods=(none vkd pkd fitnet mmrazor_pkd mmrazor_cwd); seeds=(0 1)
+fi
+
+remaining() { echo $(( DEADLINE_S - RESERVE_S - ($(date +%s) - start) )); }
+
+# timed CAP CMD...: CMD under a SIGINT at min(CAP, time left); false if none is left
+timed() {
+  local cap=$1 left; shift
+  left=$(remaining)
+  if [ "$left" -le 10 ]; then echo "gpu_session: no time left for: $*"; return 1; fi
+  [ "$cap" -lt "$left" ] || cap=$left
+  echo "gpu_session: [$(( $(date +%s) - start )) s] $* (at most $cap s)"
+  timeout --signal=INT --kill-after=15 "$cap" "$@"
+}
+
+cost() {  # cost CAP OPTIONS...: bench_gpu_cost.py into $KEEP/cost, appending
+  local cap=$1; shift
+  timed "$cap" "$PY" benchmarks/bench_gpu_cost.py --out "$KEEP/cost" --append "${cost_opts[@]}" "$@"
+}
+
+facemask() {
+  local bench=(benchmarks/bench_facemask.py --protocol "$protocol" --data-root .devdata/facemask
+               --cache "$KEEP/facemask_cache" --out "$KEEP/facemask/results")
+  [ "$protocol" = gpu-toy ] || bench+=(--lite-weights .devkit/lite_weights)
+  [ -d .devdata/facemask ] || bench[4]=${VKD_FACEMASK:-../shared/data/facemask}
+  timed 600 "$PY" "${bench[@]}" --methods "${methods[@]}" --seeds "${seeds[@]}"
+  echo "gpu_session: facemask benchmark exit $?"
+  "$PY" "${bench[@]}" report > /dev/null
+  # every run's log and scalars, finished or not: how far the others got, and how fast
+  (cd "$KEEP/facemask_cache" 2>/dev/null && find . \( -name run.log -o -name scalars.json \) \
+     -exec cp --parents {} "$KEEP/facemask/" \;)
+  tar czf "$OUT/facemask_gpu.tar.gz" -C "$KEEP" facemask
+}
+
+for phase in "$@"; do
+  case $phase in
+    cost-retinanet) cost 200 --configs vkd_retinanet_r50 --profile ;;
+    cost-rest) cost 400 --configs vkd_faster-rcnn_r50 vkd_fcos_r50 vkd_gfl_r50 --profile ;;
+    cost-recompute) cost 150 --configs vkd_retinanet_r50 --tap-options recompute=False ;;
+    facemask) facemask ;;
+    *) echo "gpu_session: unknown phase '$phase' (cost-retinanet, cost-rest, cost-recompute, facemask)"
+       exit 2 ;;
+  esac
+  echo "gpu_session: phase $phase exit $?, $(( $(date +%s) - start )) s since the start"
+  cp "$KEEP"/cost/* "$OUT"/ 2>/dev/null
+done
+echo "gpu_session: done in $(( $(date +%s) - start )) s"
+ls -l "$OUT"
