@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -404,7 +405,7 @@ def run_one(spec_path: str) -> None:
         raise
     seconds = earlier + time.time() - start
     from vkd_mmdet.scalars import read_scalars
-    per_epoch, losses = [], []
+    per_epoch, losses, iter_seconds = [], [], []
     records = [rec for path in sorted(work_dir.glob('*/vis_data/scalars.json'))
                for rec in read_scalars(path)]  # (a resumed run has one file per start)
     for rec in records:
@@ -414,6 +415,7 @@ def run_one(spec_path: str) -> None:
         elif 'loss' in rec:
             losses.append({k: v for k, v in rec.items()
                            if k == 'step' or 'loss' in k})
+            iter_seconds.append(rec.get('time'))
     # mmdet's CocoMetric returns nothing when no box passes the score threshold
     # (an undertrained student): those epochs score 0, and the result says so.
     # (An epoch at or before a resume point without a score was stopped during its
@@ -429,6 +431,10 @@ def run_one(spec_path: str) -> None:
         protocol=spec['protocol'], epochs=spec['epochs'],
         bbox_mAP=per_epoch[-1]['bbox_mAP'], bbox_mAP_50=per_epoch[-1]['bbox_mAP_50'],
         per_epoch=per_epoch, train_seconds=round(seconds, 1),
+        # (how fast the runs went, e.g. side by side on one GPU: the median logged
+        # training iteration, data loading included)
+        median_iter_seconds=round(statistics.median(t for t in iter_seconds if t), 4)
+        if any(iter_seconds) else None,
         peak_rss_mib=round(peak_rss_mib(), 1), machine=describe(device), device=device,
         final_losses=losses[-1] if losses else {}, loss_log=losses[::5],
         note=f'no detections above the score threshold after epoch(s) {empty}: mAP 0'
