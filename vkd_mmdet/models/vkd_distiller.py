@@ -20,6 +20,7 @@ from ..checkpoint import load_teacher_checkpoint
 from .feature_norm import default_channel_dim
 from .feature_recorder import FeatureRecorder
 from .level_pairing import LevelPairing, pair_levels
+from .maps_ahead import MapsAhead
 from .nonfinite_guard import NonFiniteGuard
 from .taps import TapSpec, feature_levels, parse_taps, select_levels
 from .vkd_loss import VkDLoss
@@ -241,6 +242,9 @@ class VkDDistiller(BaseDetector):
         # memory of the teacher, the student and each tap's distillation.
         weight = float(self.distill_weight)
         if weight != 0.0:
+            # The projections' orthogonal maps start first (on CUDA, beside the
+            # forward passes; see maps_ahead.py).
+            maps = MapsAhead(self.distill_losses, batch_inputs.device)
             # Teacher first: its activations are freed before the student builds
             # its autograd graph, so the step's peak memory is the student's
             # plus only the tapped teacher features.
@@ -260,7 +264,8 @@ class VkDDistiller(BaseDetector):
             s_feats, t_feats = self._pair_levels(spec, s_out, t_out)
             tap_losses = self.distill_losses[spec.key]
             with record_function(f'vkd:distill_{spec.key}'):
-                total = sum(loss(s, t) for loss, s, t in zip(tap_losses, s_feats, t_feats))
+                total = sum(loss(s, t, weight=w) for loss, s, t, w
+                            in zip(tap_losses, s_feats, t_feats, maps[spec.key]))
             if spec.level_reduction == 'mean':
                 total = total / len(tap_losses)
             distill[f'loss_vkd_{spec.key}'] = total * weight

@@ -135,18 +135,28 @@ class VkDLoss(nn.Module):
                              f'(channels last) must agree on every other dim')
         return student.reshape(-1, student.shape[-1]), teacher.reshape(-1, teacher.shape[-1])
 
-    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    def projector_weight(self) -> Optional[torch.Tensor]:
+        """The orthogonal projection's matrix in float32, ``(C_t, C_s)``: its map (a
+        QR) runs here. ``None`` for a linear or no projection."""
+        if not isinstance(self.projector, OrthogonalProjector):
+            return None
+        device_type = self.projector.linear.parametrizations.weight.original.device.type
+        with torch.autocast(device_type, enabled=False):
+            return self.projector.weight.float()
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor,
+                weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``weight``: :meth:`projector_weight`, if the caller computed it already
+        (the distiller does, ahead of the forward passes)."""
         teacher = teacher.detach()
         if self.channel_dim is not None:
             student, teacher = self._as_rows(student, teacher)
         if student.shape[0] != teacher.shape[0]:
             raise ValueError(f'VkDLoss: batch sizes differ, student {tuple(student.shape)} '
                              f'vs teacher {tuple(teacher.shape)}')
-        weight = None
-        if isinstance(self.projector, OrthogonalProjector):
+        if weight is None:
             # The orthogonal map (a QR) runs once per step, outside the recomputed part.
-            with torch.autocast(student.device.type, enabled=False):
-                weight = self.projector.weight.float()
+            weight = self.projector_weight()
         if self.recompute and torch.is_grad_enabled() and (
                 student.requires_grad or any(p.requires_grad for p in self.parameters())):
             return checkpoint(self._compare, student, teacher, weight, use_reentrant=False)
