@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from benchmarks.machine import describe  # noqa: E402
 from benchmarks.timing import interleaved  # noqa: E402
 from benchmarks.bench_facemask import (PAIR, PROTOCOLS, STUDENT_CFG, TEACHER_CFG,  # noqa: E402
-                                       mmrazor_model, peak_rss_mib)
+                                       mmrazor_model, peak_rss_mib, teacher_model)
 
 SCALE = PROTOCOLS['full']['scale']  # the accuracy benchmark's image size
 
@@ -81,7 +81,8 @@ def build(name: str):
                                   taps=['neck'], probe_size=(320, 320)))
     elif name == 'mmrazor_pkd':
         from mmrazor.registry import MODELS as RAZOR_MODELS
-        cfg = mmrazor_model(student_cfg, None, dict(type='PKDLoss', loss_weight=6))
+        teacher = teacher_model(student_cfg['bbox_head']['num_classes'])
+        cfg = mmrazor_model(student_cfg, teacher, None, dict(type='PKDLoss', loss_weight=6))
         model = RAZOR_MODELS.build(cfg)  # its _scope_='mmrazor' selects the registry
     else:
         raise ValueError(name)

@@ -9,13 +9,16 @@
 #   cost-retinanet  bench_gpu_cost.py on configs/vkd_retinanet_r50.py, with the profile
 #   cost-rest       the same for the other three shipped configs
 #   cost-recompute  the RetinaNet config with recompute=False (what recomputation buys)
+#   cost-whole      the RetinaNet config with chunk_elements=None (what comparing big maps
+#                   in blocks buys: memory, and at what time)
 #   facemask        bench_facemask.py --protocol gpu: teacher and six methods, seeds 0 1
 # Each phase stops at the deadline (DEADLINE_S after the start, default 560 s, less
 # RESERVE_S for the last copies), keeping what it finished: bench_gpu_cost.py writes
 # after every config, bench_facemask.py keeps finished runs. What a phase made is kept
 # in /tmp/vkd_gpu_session, so a second call on the same warm machine continues it
 # (--append; the face-mask cache). Into $OUT (what comes back, at most 8 files):
-#   session.log, gpu_cost{,_profiles}.{json,md,txt}, gpu_cost_recompute-False.{json,md},
+#   session.log, gpu_cost.tar.gz (gpu_cost{,_profiles}.{json,md,txt} and gpu_cost_<tap
+#   options>.{json,md} for the variants; the .md files also beside it),
 #   facemask_gpu.tar.gz (results, report, plots and every run's log and scalars).
 # Commit them under benchmarks/results/ with the machine they name.
 #   bash benchmarks/gpu_session.sh --cpu-check PHASE ...   (here: the same at toy size)
@@ -104,12 +107,17 @@ for phase in "$@"; do
     cost-retinanet) cost 200 --configs vkd_retinanet_r50 --profile ;;
     cost-rest) cost 400 --configs vkd_faster-rcnn_r50 vkd_fcos_r50 vkd_gfl_r50 --profile ;;
     cost-recompute) cost 150 --configs vkd_retinanet_r50 --tap-options recompute=False ;;
+    cost-whole) cost 150 --configs vkd_retinanet_r50 --tap-options chunk_elements=None ;;
     facemask) facemask ;;
-    *) echo "gpu_session: unknown phase '$phase' (cost-retinanet, cost-rest, cost-recompute, facemask)"
+    *) echo "gpu_session: unknown phase '$phase' (cost-retinanet, cost-rest, cost-recompute, cost-whole, facemask)"
        exit 2 ;;
   esac
   echo "gpu_session: phase $phase exit $?, $(( $(date +%s) - start )) s since the start"
-  cp "$KEEP"/cost/* "$OUT"/ 2>/dev/null
+  # (at most 8 files come back: the cost results as one archive, plus the main table)
+  if [ -n "$(ls -A "$KEEP/cost")" ]; then
+    tar czf "$OUT/gpu_cost.tar.gz" -C "$KEEP" cost
+    cp "$KEEP"/cost/gpu_cost*.md "$OUT"/
+  fi
 done
 echo "gpu_session: done in $(( $(date +%s) - start )) s"
 ls -l "$OUT"

@@ -31,3 +31,17 @@ def test_tiny_run_times_every_case_and_profiles_the_vkd_step(tmp_path):
     assert profile.startswith('# vkd_retinanet_r50: one VkD training step')
     for part in ('vkd:teacher', 'vkd:student', 'vkd:distill_neck', 'vkd:distill_backbone'):
         assert part in profile
+
+
+def test_append_refuses_results_measured_with_other_settings(tmp_path):
+    spec = importlib.util.spec_from_file_location('bench_gpu_cost',
+                                                  ROOT / 'benchmarks' / 'bench_gpu_cost.py')
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    earlier = dict(device='cuda', amp='fp16', batch=8, size=[800, 1344], tap_options={},
+                   reps=10, warmup=3, command='python benchmarks/bench_gpu_cost.py',
+                   configs={'vkd_retinanet_r50': {}})
+    (tmp_path / 'gpu_cost_tiny.json').write_text(json.dumps(earlier))
+    with pytest.raises(SystemExit, match=r'--append to .*gpu_cost_tiny.json, which was measured '
+                                         r'with other settings: device cuda \(now cpu\)'):
+        bench.main(['--tiny', '--append', '--configs', 'vkd_fcos_r50', '--out', str(tmp_path)])

@@ -91,3 +91,43 @@ def test_the_gpu_protocol_at_toy_size(tmp_path):
     report = (out / 'report_gpu-toy.md').read_text()
     assert 'EfficientNet-Lite0' in report
     assert 'NOT met' in report and 'smoke and regression run, not a comparison' in report
+
+
+def test_a_run_stopped_at_a_time_limit_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+    """The GPU protocol checkpoints at every validation; a run stopped by SIGINT (the
+    device call's deadline) continues from there when the benchmark runs again, and
+    its result holds every validated epoch from both starts."""
+    import signal
+    import time
+    import benchmarks.bench_facemask as bench
+    toy = dict(bench.PROTOCOLS['gpu-toy'], train_images=48, epochs=4, teacher_epochs=1)
+    monkeypatch.setitem(bench.PROTOCOLS, 'gpu-toy', toy)
+    spec = bench.run_spec('none', 0, protocol_name='gpu-toy', data_root=data_root() / 'facemask')
+    work_dir = tmp_path / 'cache' / spec['key']
+    work_dir.mkdir(parents=True)
+    (work_dir / 'spec.json').write_text(json.dumps(spec))
+    child = subprocess.Popen([sys.executable, bench.__file__, 'run', str(work_dir / 'spec.json')],
+                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env=dict(os.environ, OMP_NUM_THREADS='1'))
+    deadline = time.time() + 300
+
+    def validated_once():  # epoch 2's checkpoint is written, then its validation logged
+        return any('coco/bbox_mAP' in path.read_text()
+                   for path in work_dir.glob('*/vis_data/scalars.json'))
+
+    while not validated_once() and child.poll() is None:
+        assert time.time() < deadline, 'no validation after 5 minutes'
+        time.sleep(0.2)
+    child.send_signal(signal.SIGINT)
+    assert child.wait(timeout=120) == -signal.SIGINT, 'the run finished before it was stopped'
+    assert not (work_dir / 'result.json').exists()
+    stopped_at = bench.resumed_epoch(work_dir)
+    assert stopped_at == 2
+
+    result = bench.ensure(spec, tmp_path / 'cache', tmp_path / 'out')
+    assert result['resumed_after_epoch'] == 2
+    assert [e['epoch'] for e in result['per_epoch']] == [2, 4]  # epoch 2 from the first start
+    assert not any(e.get('no_detections') for e in result['per_epoch'][:1])
+    log = (work_dir / 'run.log').read_text()
+    assert 'resumed epoch: 2' in log
+    assert result['train_seconds'] > float((work_dir / 'seconds_before_resume').read_text())

@@ -26,7 +26,10 @@ def _as_rows(x: torch.Tensor, channel_dim: int):
     return moved.reshape(-1, shape[-1]).float(), restore
 
 
-def standardize(x: torch.Tensor, channel_dim: int = 1, eps: float = 1e-6) -> torch.Tensor:
+STANDARDIZE_EPS = 1e-6
+
+
+def standardize(x: torch.Tensor, channel_dim: int = 1, eps: float = STANDARDIZE_EPS) -> torch.Tensor:
     """Per channel, over batch and positions: mean 0, std 1 (biased variance).
 
     This is the detection setting of VkD. A constant channel maps to 0; the

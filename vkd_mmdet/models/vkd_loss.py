@@ -9,7 +9,8 @@ from torch.utils.checkpoint import checkpoint
 
 from mmdet.registry import MODELS
 
-from .feature_norm import NORMS, default_channel_dim, normalize
+from .channel_moments import channel_moments, combine_moments
+from .feature_norm import NORMS, STANDARDIZE_EPS, default_channel_dim, normalize
 from .orthogonal_projector import OrthogonalProjector
 
 LOSSES = {
@@ -17,6 +18,9 @@ LOSSES = {
     'mse': F.mse_loss,
     'l1': F.l1_loss,
 }
+# Maps with more elements than this are compared in blocks of whole images (see
+# `chunk_elements`): 2**24 float32 elements are 64 MiB.
+CHUNK_ELEMENTS = 2 ** 24
 PROJECTIONS = ('orthogonal', 'linear', 'none')
 NORM_SIDES = ('both', 'teacher', 'student')
 ALIGNS = ('student_to_teacher', 'teacher_to_student', 'none')
@@ -61,6 +65,13 @@ class VkDLoss(nn.Module):
             channels at 800x1333 that is about 330 MiB per image less, for one
             more forward of the side. The orthogonal map itself is not
             recomputed. Same values and gradients either way.
+        chunk_elements: with ``recompute``, a 4-D map with more elements than this
+            (default 2**24, 64 MiB in float32) under ``norm`` ``'standardize'`` or
+            ``'none'`` is compared a few images at a time, each block recomputed
+            on its own in the backward pass: no full-size float32 intermediate
+            exists, only one block's (the channel statistics are gathered over
+            all blocks first). Same value and gradients to float32 rounding.
+            ``None``: never.
 
     Shapes:
         student ``(N, C_s, H_s, W_s)``, teacher ``(N, C_t, H_t, W_t)`` (or token
@@ -80,7 +91,8 @@ class VkDLoss(nn.Module):
                  orthogonal_map: str = 'qr',
                  align: str = 'student_to_teacher',
                  recompute: bool = True,
-                 channel_dim: Optional[int] = None):
+                 channel_dim: Optional[int] = None,
+                 chunk_elements: Optional[int] = CHUNK_ELEMENTS):
         super().__init__()
         _check_choice('norm', norm, NORMS)
         _check_choice('norm_side', norm_side, NORM_SIDES)
@@ -96,6 +108,10 @@ class VkDLoss(nn.Module):
         self.align = align
         self.recompute = bool(recompute)
         self.channel_dim = channel_dim
+        if chunk_elements is not None and int(chunk_elements) < 1:
+            raise ValueError(f'VkDLoss: chunk_elements={chunk_elements}; give a positive '
+                             f'element count, or None to compare every map whole')
+        self.chunk_elements = None if chunk_elements is None else int(chunk_elements)
 
         if projection == 'orthogonal':
             self.projector = OrthogonalProjector(
@@ -159,19 +175,81 @@ class VkDLoss(nn.Module):
             weight = self.projector_weight()
         if self.recompute and torch.is_grad_enabled() and (
                 student.requires_grad or any(p.requires_grad for p in self.parameters())):
+            blocks = self._blocks(student, teacher)
+            if blocks > 1:
+                return self._compare_in_blocks(student, teacher, weight, blocks)
             return checkpoint(self._compare, student, teacher, weight, use_reentrant=False)
         return self._compare(student, teacher, weight)
 
-    def _compare(self, student: torch.Tensor, teacher: torch.Tensor, weight) -> torch.Tensor:
-        """Align, project, normalise and compare: the whole float32 side of the loss."""
+    def _blocks(self, student: torch.Tensor, teacher: torch.Tensor) -> int:
+        """How many blocks of images to compare a pair of maps in (1: whole)."""
+        if (self.chunk_elements is None or self.channel_dim is not None
+                or student.dim() != 4 or self.norm not in ('standardize', 'none')):
+            return 1
+        return min(student.shape[0],
+                   math.ceil(self._compared_elements(student, teacher) / self.chunk_elements))
+
+    def _compared_elements(self, student: torch.Tensor, teacher: torch.Tensor) -> int:
+        """Elements of the projected, aligned student map: the loss's mean divides by it."""
+        height, width = (student if self.align == 'teacher_to_student' else teacher).shape[-2:]
+        return student.shape[0] * self.teacher_channels * height * width
+
+    def _standardized_sides(self):
+        return [side for side in ('student', 'teacher')
+                if self.norm == 'standardize' and self.norm_side in ('both', side)]
+
+    def _compare_in_blocks(self, student: torch.Tensor, teacher: torch.Tensor, weight,
+                           blocks: int) -> torch.Tensor:
+        """:meth:`_compare` a few images at a time (see ``chunk_elements``)."""
+        s_blocks, t_blocks = student.chunk(blocks), teacher.chunk(blocks)
+        sides = self._standardized_sides()
+        stats = dict(student=(None, None), teacher=(None, None))
+        if 'student' in sides:
+            mean, var = combine_moments([
+                checkpoint(self._projected_moments, s, t, weight, use_reentrant=False)
+                for s, t in zip(s_blocks, t_blocks)])
+            stats['student'] = (mean, torch.rsqrt(var + STANDARDIZE_EPS))
+        if 'teacher' in sides:
+            with torch.no_grad():
+                mean, var = combine_moments([channel_moments(self._aligned(s, t)[1].float())
+                                             for s, t in zip(s_blocks, t_blocks)])
+            stats['teacher'] = (mean, torch.rsqrt(var + STANDARDIZE_EPS))
+        total = sum(checkpoint(self._block_loss_sum, s, t, weight, *stats['student'],
+                               *stats['teacher'], use_reentrant=False)
+                    for s, t in zip(s_blocks, t_blocks))
+        return self.loss_weight * total / self._compared_elements(student, teacher)
+
+    def _projected(self, student: torch.Tensor, teacher: torch.Tensor, weight):
+        """The aligned, projected student in float32, the aligned teacher, and where
+        their channels are."""
         student, teacher = self._aligned(student, teacher)
         with torch.autocast(student.device.type, enabled=False):
             projected = (self.projector(student.float()) if weight is None
                          else self.projector(student.float(), weight=weight))
-            cdim = default_channel_dim(projected)
-            if projected.shape[cdim] != teacher.shape[cdim]:
-                raise ValueError(f'VkDLoss: projected student has {projected.shape[cdim]} '
-                                 f'channels, teacher has {teacher.shape[cdim]}')
+        cdim = default_channel_dim(projected)
+        if projected.shape[cdim] != teacher.shape[cdim]:
+            raise ValueError(f'VkDLoss: projected student has {projected.shape[cdim]} '
+                             f'channels, teacher has {teacher.shape[cdim]}')
+        return projected, teacher, cdim
+
+    def _projected_moments(self, student, teacher, weight):
+        return channel_moments(self._projected(student, teacher, weight)[0])
+
+    def _block_loss_sum(self, student, teacher, weight, s_mean, s_rstd, t_mean, t_rstd):
+        """One block's summed loss, standardised with the whole batch's statistics."""
+        projected, teacher, _ = self._projected(student, teacher, weight)
+        with torch.autocast(projected.device.type, enabled=False):
+            if s_mean is not None:
+                projected = (projected - s_mean) * s_rstd
+            target = teacher.float()
+            if t_mean is not None:
+                target = (target - t_mean) * t_rstd
+            return LOSSES[self.loss_name](projected, target, reduction='sum')
+
+    def _compare(self, student: torch.Tensor, teacher: torch.Tensor, weight) -> torch.Tensor:
+        """Align, project, normalise and compare: the whole float32 side of the loss."""
+        projected, teacher, cdim = self._projected(student, teacher, weight)
+        with torch.autocast(projected.device.type, enabled=False):
             if self.norm_side in ('both', 'student'):
                 projected = normalize(projected, self.norm, cdim)
             target = teacher.float()
@@ -181,7 +259,8 @@ class VkDLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (f'norm={self.norm} ({self.norm_side}), loss={self.loss_name}, '
-                f'loss_weight={self.loss_weight}, align={self.align}, recompute={self.recompute}')
+                f'loss_weight={self.loss_weight}, align={self.align}, recompute={self.recompute}, '
+                f'chunk_elements={self.chunk_elements}')
 
 
 def check_loss_weight(value, where: str) -> float:

@@ -1,0 +1,24 @@
+"""benchmarks/bench_facemask_cost.py at a small size, so it cannot rot (it once called the
+accuracy benchmark's MMRazor builder with an outdated signature)."""
+import importlib.util
+import json
+
+from helpers import ROOT
+
+
+def test_small_run_times_and_measures_every_model(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        'bench_facemask_cost', ROOT / 'benchmarks' / 'bench_facemask_cost.py')
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(['--reps', '1', '--batch', '2', '--out', str(tmp_path)])
+    result = json.loads((tmp_path / 'facemask_cost.json').read_text())
+    models = {'student', 'teacher_forward', 'vkd', 'mmrazor_pkd'}
+    assert set(result['seconds_per_iter_median']) == models
+    assert all(s > 0 for s in result['seconds_per_iter_median'].values())
+    assert set(result['peak_rss_mib']) == models
+    assert all(mib > 100 for mib in result['peak_rss_mib'].values())  # a real process each
+    med = result['seconds_per_iter_median']
+    assert result['overhead_vs_student_plus_teacher'] == (
+        med['vkd'] / (med['student'] + med['teacher_forward']))
+    assert 'VkD' in (tmp_path / 'facemask_cost.md').read_text()

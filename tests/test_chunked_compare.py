@@ -1,0 +1,80 @@
+"""VkDLoss compares big maps a few images at a time (``chunk_elements``): the same loss
+and gradients as the whole map, and no full-size float32 intermediate."""
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from vkd_mmdet.models.vkd_loss import VkDLoss
+
+
+def _pair(cls_kwargs, chunk_elements):
+    torch.manual_seed(1)
+    whole = VkDLoss(8, 16, chunk_elements=None, **cls_kwargs)
+    blocks = VkDLoss(8, 16, chunk_elements=chunk_elements, **cls_kwargs)
+    blocks.load_state_dict(whole.state_dict())
+    with torch.no_grad():  # a map away from the initial one
+        for p in whole.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    blocks.load_state_dict(whole.state_dict())
+    return whole, blocks
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(),  # the detection default: standardise both sides, smooth-L1
+    dict(loss='mse', align='teacher_to_student'),
+    dict(norm_side='teacher', projection='linear'),
+    dict(norm='none', loss='l1'),
+])
+def test_maps_compared_in_blocks_give_the_whole_maps_loss_and_gradients(kwargs):
+    whole, blocks = _pair(kwargs, chunk_elements=500)
+    g = torch.Generator().manual_seed(2)
+    student = (torch.randn(5, 8, 6, 7, generator=g) * 3 + 1).requires_grad_()
+    teacher = torch.randn(5, 16, 12, 14, generator=g) * 2 - 1  # resized inside
+    assert blocks._blocks(student, teacher) == 5 and whole._blocks(student, teacher) == 1
+    results = []
+    for loss in (whole, blocks):
+        student.grad = None
+        value = loss(student, teacher)
+        value.backward()
+        results.append([value.detach(), student.grad.clone()]
+                       + [p.grad.clone() for p in loss.parameters()])
+    for got, want in zip(results[1], results[0]):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    assert all(p.grad.abs().sum() > 0 for p in blocks.parameters())
+
+
+class LargestFloat32Output(TorchDispatchMode):
+    """The largest float32 tensor any aten op returns while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in (out if isinstance(out, (tuple, list)) else [out]):
+            if torch.is_tensor(t) and t.dtype == torch.float32:
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def test_blocks_hold_no_full_size_float32_map():
+    """A half-precision map (as under AMP) of 4 images: compared whole, its float32
+    copies are full-size; in blocks of one image, none is larger than one image's."""
+    torch.manual_seed(0)
+    student = torch.randn(4, 16, 20, 20).half().requires_grad_()
+    teacher = torch.randn(4, 32, 20, 20).half()
+    one_image = 32 * 20 * 20
+    largest = {}
+    for chunk_elements in (None, one_image):
+        loss = VkDLoss(16, 32, chunk_elements=chunk_elements)
+        with LargestFloat32Output() as seen:
+            loss(student, teacher).backward()
+        largest[chunk_elements] = seen.largest
+    assert largest[None] == 4 * one_image
+    assert largest[one_image] == one_image
+
+
+def test_chunk_elements_must_be_positive():
+    with pytest.raises(ValueError, match='chunk_elements=0; give a positive element count'):
+        VkDLoss(8, 8, chunk_elements=0)
