@@ -522,6 +522,10 @@ def job_order(methods, seeds, ablation_seeds):
 
 
 def main(argv=None):
+    # A time limit stops the benchmark and its runs with SIGINT (timeout --signal=INT), so
+    # that finished runs are kept and stopped ones resume. A shell starts a background job
+    # with SIGINT ignored, and Python keeps an inherited ignore: take it back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('command', nargs='?', default='bench', choices=['bench', 'report', 'run'])
     parser.add_argument('spec', nargs='?', help="(run) the spec.json of one run")
