@@ -12,6 +12,9 @@ path is checked. On the GPU it
   - an optimisation loop with ``torch.amp.GradScaler`` (float16) lowers the loss;
   - every feature normalisation accepts half-precision input and returns
     finite float32 (whitening: identity covariance);
+  - the orthogonal maps computed ahead on a side stream (maps_ahead.py), and big
+    maps compared in blocks (``chunk_elements``), give the loss and gradients of
+    the plain path under float16 autocast;
 * measures (CUDA events, medians of interleaved repetitions):
   - forward+backward of each orthogonal map (qr, matrix_exp, cayley,
     householder) for 256x256 and 512->2048;
@@ -20,7 +23,7 @@ path is checked. On the GPU it
   - as the yardstick, a torchvision RetinaNet-R50-FPN training step (same batch
     and size, AMP) and a ResNet-101-FPN teacher forward without gradients.
 
-    python benchmarks/bench_cuda_distill.py [--out DIR] [--small] [--device cpu]
+    python benchmarks/bench_cuda_distill.py [--out DIR] [--small] [--device cpu] [--checks-only]
 
 ``--loss-modules-only`` imports only ``vkd_mmdet.models.{feature_norm,
 orthogonal_projector, vkd_loss}`` (they need ``mmdet.registry``, not mmcv's
@@ -166,7 +169,55 @@ def correctness(check: Checks, device, OrthogonalProjector, VkDLoss, normalize):
                 detail += f', max|cov - I| {cov_err:.1e}'
             check(f'normalize({norm}) on half input under autocast', ok, detail)
 
+    def maps_ahead():
+        from vkd_mmdet.models.maps_ahead import MapsAhead
+        torch.manual_seed(0)
+        losses = nn.ModuleDict({'neck': nn.ModuleList(
+            [VkDLoss(64, 128), VkDLoss(64, 128)])}).to(device)
+        x = [torch.randn(4, 64, 40, 40, device=device, requires_grad=True) for _ in range(2)]
+        teacher = [torch.randn(4, 128, 40, 40, device=device).half() for _ in range(2)]
+        results = []
+        for ahead in (False, True):
+            losses.zero_grad()
+            for t in x:
+                t.grad = None
+            with torch.autocast(device.type, dtype=torch.float16):
+                maps = MapsAhead(losses, device)['neck'] if ahead else [None, None]
+                loss = sum(fn(s.half(), t, weight=w)
+                           for fn, s, t, w in zip(losses['neck'], x, teacher, maps))
+            loss.backward()
+            results.append([loss.detach()] + [t.grad for t in x]
+                           + [p.grad.clone() for p in losses.parameters()])
+        err = max(((a - b).abs().max() / b.abs().max()).item()
+                  for a, b in zip(results[1], results[0]))
+        check(f'orthogonal maps ahead (side stream on {device.type}): same loss and gradients',
+              err < 1e-5, f'max relative difference {err:.1e}')
+
+    def blocks():
+        torch.manual_seed(0)
+        whole = VkDLoss(64, 128, chunk_elements=None).to(device)
+        in_blocks = VkDLoss(64, 128, chunk_elements=128 * 40 * 40).to(device)
+        in_blocks.load_state_dict(whole.state_dict())
+        x = torch.randn(4, 64, 40, 40, device=device, requires_grad=True)
+        teacher = torch.randn(4, 128, 40, 40, device=device).half() * 3 + 1
+        results = []
+        for fn in (whole, in_blocks):
+            x.grad = None
+            with torch.autocast(device.type, dtype=torch.float16):
+                loss = fn(x.half(), teacher)
+            # scaled as a GradScaler would: unscaled, the feature's gradients (~1e-6)
+            # are fp16 subnormals, whose spacing (6e-8) is all the two paths differ by
+            (loss * 2.0 ** 12).backward()
+            results.append([loss.detach(), x.grad] + [p.grad for p in fn.parameters()])
+        err = max(((a - b).abs().max() / b.abs().max()).item()
+                  for a, b in zip(results[1], results[0]))
+        check(f'maps compared in 4 blocks: the whole map\'s loss and gradients on {device.type}',
+              in_blocks._blocks(x, teacher) == 4 and err < 2e-3,  # fp16 rounding: 1e-3
+              f'max relative difference {err:.1e}')
+
     check.run('orthonormal maps', orthonormal)
+    check.run('maps ahead', maps_ahead)
+    check.run('blocks', blocks)
     check.run('autocast float16', lambda: autocast_loss(torch.float16, 0.03))
     check.run('autocast bfloat16', lambda: autocast_loss(torch.bfloat16, 0.05))
     check.run('GradScaler loop', grad_scaler_loop)
@@ -322,6 +373,8 @@ def main(argv=None):
     parser.add_argument('--reps', type=int, default=10)
     parser.add_argument('--small', action='store_true', help='tiny shapes: a dry run')
     parser.add_argument('--loss-modules-only', action='store_true')
+    parser.add_argument('--checks-only', action='store_true',
+                        help='the correctness checks alone (seconds), no timings')
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available():
@@ -334,10 +387,12 @@ def main(argv=None):
     check = Checks()
     correctness(check, device, OrthogonalProjector, VkDLoss, normalize)
     result['checks'] = check.results
-    for key, fn in (('maps', lambda: map_costs(device, args.reps, OrthogonalProjector,
-                                               args.small)),
-                    ('side', lambda: side_costs(device, args.reps, VkDLoss, args.small)),
-                    ('detector', lambda: detector_costs(device, args.reps, args.small))):
+    parts = () if args.checks_only else (
+        ('maps', lambda: map_costs(device, args.reps, OrthogonalProjector, args.small)),
+        ('side', lambda: side_costs(device, args.reps, VkDLoss, args.small)),
+        ('detector', lambda: detector_costs(device, args.reps, args.small)))
+    write(Path(args.out), result)
+    for key, fn in parts:
         try:
             result[key] = fn()
         except Exception as exc:

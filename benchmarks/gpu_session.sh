@@ -6,6 +6,8 @@
 #   then:        run(command="bash benchmarks/gpu_session.sh PHASE ...",
 #                    carry=[".devkit", ".devdata"], timeout_s=590)
 # Phases, in the order given:
+#   checks          bench_cuda_distill.py --checks-only: the plugin's tensor code on CUDA
+#                   (maps ahead on a side stream, blocks against whole maps), in seconds
 #   cost-retinanet  bench_gpu_cost.py on configs/vkd_retinanet_r50.py, with the profile
 #   cost-rest       the same for the other three shipped configs
 #   cost-recompute  the RetinaNet config with recompute=False (what recomputation buys)
@@ -35,11 +37,11 @@ exec > >(tee -a "$OUT/session.log") 2>&1
 
 if [ "${1:-}" = "--cpu-check" ]; then
   shift
-  PY=${PY:-.venv/bin/python}; cost_opts=(--tiny); protocol=gpu-toy
+  PY=${PY:-.venv/bin/python}; cost_opts=(--tiny); check_opts=(--device cpu); protocol=gpu-toy
   methods=(none vkd mmrazor_pkd); seeds=(0)
 else
   source .devkit/install.sh || exit $?
-  PY=python3; cost_opts=(); protocol=gpu
+  PY=python3; cost_opts=(); check_opts=(); protocol=gpu
   methods=(none vkd pkd fitnet mmrazor_pkd mmrazor_cwd); seeds=(0 1)
 fi
 
@@ -104,12 +106,16 @@ facemask() {
 
 for phase in "$@"; do
   case $phase in
+    checks)  # the plugin's tensor code on CUDA, new paths against plain ones (seconds)
+      timed 120 "$PY" benchmarks/bench_cuda_distill.py --checks-only --out "$KEEP/checks" \
+        "${check_opts[@]}"
+      cp "$KEEP/checks/cuda_distill.md" "$OUT/" ;;
     cost-retinanet) cost 200 --configs vkd_retinanet_r50 --profile ;;
     cost-rest) cost 400 --configs vkd_faster-rcnn_r50 vkd_fcos_r50 vkd_gfl_r50 --profile ;;
     cost-recompute) cost 150 --configs vkd_retinanet_r50 --tap-options recompute=False ;;
     cost-whole) cost 150 --configs vkd_retinanet_r50 --tap-options chunk_elements=None ;;
     facemask) facemask ;;
-    *) echo "gpu_session: unknown phase '$phase' (cost-retinanet, cost-rest, cost-recompute, cost-whole, facemask)"
+    *) echo "gpu_session: unknown phase '$phase' (checks, cost-retinanet, cost-rest, cost-recompute, cost-whole, facemask)"
        exit 2 ;;
   esac
   echo "gpu_session: phase $phase exit $?, $(( $(date +%s) - start )) s since the start"
