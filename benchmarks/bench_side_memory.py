@@ -1,0 +1,99 @@
+"""Peak memory of one VkD tap level's float32 side, whole map against blocks, on the CPU.
+
+One ``VkDLoss`` forward and backward on a half-precision map (as under AMP), for each
+``chunk_elements`` setting, each in a fresh process: the peak resident memory above
+the process's state before the step (``VmHWM`` after resetting it through
+``/proc/self/clear_refs``). Maps above 32 MiB are allocated and freed through mmap, so
+the peak follows the tensors alive at once. The default shape is half of a stride-4
+ResNet stage at 800x1344 with batch 8 (8x256x200x336); its GPU counterpart is
+``bench_gpu_cost.py --tap-options chunk_elements=None``.
+
+    python benchmarks/bench_side_memory.py [--shape N C H W] [--settings None 16777216 ...]
+        [--out benchmarks/results]
+
+Writes ``<out>/side_memory.{json,md}``.
+"""
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.machine import describe  # noqa: E402
+
+
+def _status_mib(key: str) -> float:
+    for line in Path('/proc/self/status').read_text().splitlines():
+        if line.startswith(key + ':'):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f'no {key} in /proc/self/status (Linux only)')
+
+
+def one(shape, chunk_elements) -> dict:
+    """In this process: the peak above the start of one forward+backward."""
+    import torch
+    from vkd_mmdet.models.vkd_loss import VkDLoss
+    torch.manual_seed(0)
+    n, c, h, w = shape
+    student = torch.randn(n, c, h, w).half().requires_grad_()
+    teacher = torch.randn(n, c, h, w).half()
+    loss = VkDLoss(c, c, chunk_elements=chunk_elements)
+    with torch.no_grad():
+        loss.projector_weight()  # the QR's workspace is not the side's
+    start = _status_mib('VmRSS')
+    Path('/proc/self/clear_refs').write_text('5')  # reset VmHWM to the current RSS
+    began = time.perf_counter()
+    loss(student, teacher).backward()
+    blocks = len(student.chunk(loss._blocks(student, teacher)))
+    return dict(chunk_elements=chunk_elements, blocks=blocks,
+                peak_above_start_mib=round(_status_mib('VmHWM') - start, 1),
+                seconds=round(time.perf_counter() - began, 2))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--shape', type=int, nargs=4, default=(8, 256, 200, 168),
+                        metavar=('N', 'C', 'H', 'W'))
+    parser.add_argument('--settings', nargs='+', default=['None', str(2 ** 24), str(256 * 200 * 168)],
+                        help="chunk_elements values ('None': the whole map)")
+    parser.add_argument('--one', help=argparse.SUPPRESS)
+    parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results'))
+    args = parser.parse_args(argv)
+    parse = (lambda v: None if v == 'None' else int(v))
+    if args.one is not None:
+        print(json.dumps(one(args.shape, parse(args.one))))
+        return None
+    runs = []
+    for setting in args.settings:
+        proc = subprocess.run([sys.executable, __file__, '--one', setting, '--shape',
+                               *map(str, args.shape)], capture_output=True, text=True,
+                              cwd=ROOT, check=True)
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(runs[-1], flush=True)
+    n, c, h, w = args.shape
+    map_mib = n * c * h * w * 4 / 2 ** 20
+    result = dict(machine=describe(), shape=list(args.shape), float32_map_mib=round(map_mib, 1),
+                  command='python benchmarks/bench_side_memory.py ' + ' '.join(
+                      argv if argv is not None else sys.argv[1:]), runs=runs)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / 'side_memory.json').write_text(json.dumps(result, indent=1))
+    lines = ['# One tap level\'s float32 side: peak memory, whole map against blocks (CPU)', '',
+             f'Machine: {result["machine"]}. Command: `{result["command"]}`.', '',
+             f'Half-precision maps {tuple(args.shape)} on both sides, one forward and backward '
+             f'of `VkDLoss` (standardise both sides, smooth-L1); one float32 copy of the map is '
+             f'{map_mib:.0f} MiB.', '',
+             '| chunk_elements | blocks | peak above start (MiB) | in float32 maps | seconds |',
+             '|---|---|---|---|---|']
+    lines += [f'| {r["chunk_elements"]} | {r["blocks"]} | {r["peak_above_start_mib"]:.0f} | '
+              f'{r["peak_above_start_mib"] / map_mib:.1f} | {r["seconds"]} |' for r in runs]
+    (out / 'side_memory.md').write_text('\n'.join(lines) + '\n')
+    print('\n'.join(lines))
+    return result
+
+
+if __name__ == '__main__':
+    main()

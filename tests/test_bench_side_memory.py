@@ -1,0 +1,19 @@
+"""benchmarks/bench_side_memory.py at a small size, so it cannot rot."""
+import importlib.util
+import json
+
+from helpers import ROOT
+
+
+def test_small_run_measures_each_setting_in_its_own_process(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        'bench_side_memory', ROOT / 'benchmarks' / 'bench_side_memory.py')
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(['--shape', '4', '16', '32', '32', '--settings', 'None', str(16 * 32 * 32),
+                '--out', str(tmp_path)])
+    result = json.loads((tmp_path / 'side_memory.json').read_text())
+    runs = {r['chunk_elements']: r for r in result['runs']}
+    assert runs[None]['blocks'] == 1 and runs[16 * 32 * 32]['blocks'] == 4
+    assert all(r['peak_above_start_mib'] >= 0 and r['seconds'] > 0 for r in runs.values())
+    assert '| None | 1 |' in (tmp_path / 'side_memory.md').read_text()
