@@ -363,14 +363,19 @@ def mmrazor_model(student: dict, teacher: dict, teacher_ckpt: str, loss: dict) -
                 for i, n in enumerate(names)}))
 
 
+def proc_status_mib(key: str) -> float:
+    """A memory figure of this process from /proc/self/status (e.g. VmRSS), in MiB."""
+    for line in Path('/proc/self/status').read_text().splitlines():
+        if line.startswith(key + ':'):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f'no {key} in /proc/self/status (Linux only)')
+
+
 def peak_rss_mib() -> float:
     """This process's peak resident memory. VmHWM belongs to the address space,
     which exec replaces; ru_maxrss would also carry the parent's peak across
     fork+exec, so every child would report at least what the parent had."""
-    for line in Path('/proc/self/status').read_text().splitlines():
-        if line.startswith('VmHWM:'):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError('no VmHWM in /proc/self/status (Linux only)')
+    return proc_status_mib('VmHWM')
 
 
 def run_one(spec_path: str) -> None:

@@ -22,14 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.bench_facemask import proc_status_mib  # noqa: E402
 from benchmarks.machine import describe  # noqa: E402
-
-
-def _status_mib(key: str) -> float:
-    for line in Path('/proc/self/status').read_text().splitlines():
-        if line.startswith(key + ':'):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f'no {key} in /proc/self/status (Linux only)')
 
 
 def one(shape, chunk_elements) -> dict:
@@ -43,13 +37,13 @@ def one(shape, chunk_elements) -> dict:
     loss = VkDLoss(c, c, chunk_elements=chunk_elements)
     with torch.no_grad():
         loss.projector_weight()  # the QR's workspace is not the side's
-    start = _status_mib('VmRSS')
+    start = proc_status_mib('VmRSS')
     Path('/proc/self/clear_refs').write_text('5')  # reset VmHWM to the current RSS
     began = time.perf_counter()
     loss(student, teacher).backward()
     blocks = len(student.chunk(loss._blocks(student, teacher)))
     return dict(chunk_elements=chunk_elements, blocks=blocks,
-                peak_above_start_mib=round(_status_mib('VmHWM') - start, 1),
+                peak_above_start_mib=round(proc_status_mib('VmHWM') - start, 1),
                 seconds=round(time.perf_counter() - began, 2))
 
 

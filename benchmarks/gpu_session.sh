@@ -83,33 +83,38 @@ start_mps() {
   return 1
 }
 
+checks() {  # the plugin's tensor code on CUDA, new paths against plain ones (seconds)
+  timed 120 "$PY" benchmarks/bench_cuda_distill.py --checks-only --out "$KEEP/checks" \
+    "${check_opts[@]}"
+  local rc=$?
+  cp "$KEEP/checks/cuda_distill.md" "$OUT/"
+  return $rc
+}
+
 facemask() {
-  local bench=(benchmarks/bench_facemask.py --protocol "$protocol" --data-root .devdata/facemask
+  local data=.devdata/facemask jobs=() rc=0
+  [ -d "$data" ] || data=${VKD_FACEMASK:-../shared/data/facemask}
+  local bench=(benchmarks/bench_facemask.py --protocol "$protocol" --data-root "$data"
                --cache "$KEEP/facemask_cache" --out "$KEEP/facemask/results")
-  local jobs=()
   [ "$protocol" = gpu-toy ] || bench+=(--lite-weights .devkit/lite_weights)
-  [ -d .devdata/facemask ] || bench[4]=${VKD_FACEMASK:-../shared/data/facemask}
   if [ "$protocol" = gpu ]; then
     start_mps || jobs=(--jobs 2)
   fi
   # FACEMASK_METHODS / FACEMASK_SEEDS: a second call that completes chosen runs
   timed 600 "$PY" "${bench[@]}" "${jobs[@]}" --methods ${FACEMASK_METHODS:-${methods[@]}} \
-    --seeds ${FACEMASK_SEEDS:-${seeds[@]}}
-  echo "gpu_session: facemask benchmark exit $?"
+    --seeds ${FACEMASK_SEEDS:-${seeds[@]}} || rc=$?
   [ -z "$MPS_CTL" ] || echo quit | "$MPS_CTL"
   "$PY" "${bench[@]}" report > /dev/null
   # every run's log and scalars, finished or not: how far the others got, and how fast
   (cd "$KEEP/facemask_cache" 2>/dev/null && find . \( -name run.log -o -name scalars.json \) \
      -exec cp --parents {} "$KEEP/facemask/" \;)
   tar czf "$OUT/facemask_gpu.tar.gz" -C "$KEEP" facemask
+  return $rc  # the benchmark's own exit status (124: stopped at the deadline)
 }
 
 for phase in "$@"; do
   case $phase in
-    checks)  # the plugin's tensor code on CUDA, new paths against plain ones (seconds)
-      timed 120 "$PY" benchmarks/bench_cuda_distill.py --checks-only --out "$KEEP/checks" \
-        "${check_opts[@]}"
-      cp "$KEEP/checks/cuda_distill.md" "$OUT/" ;;
+    checks) checks ;;
     cost-retinanet) cost 200 --configs vkd_retinanet_r50 --profile ;;
     cost-rest) cost 400 --configs vkd_faster-rcnn_r50 vkd_fcos_r50 vkd_gfl_r50 --profile ;;
     cost-recompute) cost 150 --configs vkd_retinanet_r50 --tap-options recompute=False ;;

@@ -142,13 +142,22 @@ def save_mmengine_style_checkpoint(model, path):
                      'message_hub': hub.state_dict()}, str(path))
 
 
-def load_tool(name):
-    """Import tools/<name>.py as a module (the tools are scripts, not a package)."""
+def _load_script(folder: str, name: str, module_name: str):
     import importlib.util
-    spec = importlib.util.spec_from_file_location(f'tool_{name}', ROOT / 'tools' / f'{name}.py')
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / folder / f'{name}.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_tool(name):
+    """Import tools/<name>.py as a module (the tools are scripts, not a package)."""
+    return _load_script('tools', name, f'tool_{name}')
+
+
+def load_benchmark(name):
+    """Import benchmarks/<name>.py as a module, run as a script would be."""
+    return _load_script('benchmarks', name, name)
 
 
 def dist_train(tmp_path, hook_module: str, hook_source: str, custom_hooks: str, taps,

@@ -1,16 +1,12 @@
 """benchmarks/bench_cuda_distill.py's checks on the CPU, so the script the GPU sessions
 run first cannot rot; they include the maps-ahead and block paths against the plain ones."""
-import importlib.util
 import json
 
-from helpers import ROOT
+from helpers import load_benchmark
 
 
 def test_checks_pass_on_the_cpu(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        'bench_cuda_distill', ROOT / 'benchmarks' / 'bench_cuda_distill.py')
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark('bench_cuda_distill')
     status = bench.main(['--device', 'cpu', '--checks-only', '--out', str(tmp_path)])
     checks = json.loads((tmp_path / 'cuda_distill.json').read_text())['checks']
     failed = [c for c in checks if not c['ok']]

@@ -3,16 +3,11 @@ count come from the annotation files; an unusable split fails with a message."""
 import json
 
 import pytest
-from helpers import ROOT, data_root
+from helpers import data_root, load_benchmark
 
 
 def bench():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('bench_facemask',
-                                                  ROOT / 'benchmarks' / 'bench_facemask.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark('bench_facemask')
 
 
 def two_class_set(tmp_path, categories=({'id': 7, 'name': 'person'}, {'id': 3, 'name': 'car'})):

@@ -1,16 +1,12 @@
 """benchmarks/bench_facemask_cost.py at a small size, so it cannot rot (it once called the
 accuracy benchmark's MMRazor builder with an outdated signature)."""
-import importlib.util
 import json
 
-from helpers import ROOT
+from helpers import load_benchmark
 
 
 def test_small_run_times_and_measures_every_model(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        'bench_facemask_cost', ROOT / 'benchmarks' / 'bench_facemask_cost.py')
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark('bench_facemask_cost')
     bench.main(['--reps', '1', '--batch', '2', '--out', str(tmp_path)])
     result = json.loads((tmp_path / 'facemask_cost.json').read_text())
     models = {'student', 'teacher_forward', 'vkd', 'mmrazor_pkd'}

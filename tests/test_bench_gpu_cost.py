@@ -1,17 +1,13 @@
 """benchmarks/bench_gpu_cost.py at toy size on the CPU, so it cannot rot between GPU runs."""
-import importlib.util
 import json
 
 import pytest
 
-from helpers import ROOT
+from helpers import load_benchmark
 
 
 def test_tiny_run_times_every_case_and_profiles_the_vkd_step(tmp_path):
-    spec = importlib.util.spec_from_file_location('bench_gpu_cost',
-                                                  ROOT / 'benchmarks' / 'bench_gpu_cost.py')
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark('bench_gpu_cost')
     result = bench.main(['--tiny', '--configs', 'vkd_retinanet_r50', '--profile',
                          '--out', str(tmp_path)])
     r = result['configs']['vkd_retinanet_r50']
@@ -34,10 +30,7 @@ def test_tiny_run_times_every_case_and_profiles_the_vkd_step(tmp_path):
 
 
 def test_append_refuses_results_measured_with_other_settings(tmp_path):
-    spec = importlib.util.spec_from_file_location('bench_gpu_cost',
-                                                  ROOT / 'benchmarks' / 'bench_gpu_cost.py')
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark('bench_gpu_cost')
     earlier = dict(device='cuda', amp='fp16', batch=8, size=[800, 1344], tap_options={},
                    reps=10, warmup=3, command='python benchmarks/bench_gpu_cost.py',
                    configs={'vkd_retinanet_r50': {}})

@@ -1,15 +1,11 @@
 """benchmarks/bench_side_memory.py at a small size, so it cannot rot."""
-import importlib.util
 import json
 
-from helpers import ROOT
+from helpers import load_benchmark
 
 
 def test_small_run_measures_each_setting_in_its_own_process(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        'bench_side_memory', ROOT / 'benchmarks' / 'bench_side_memory.py')
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark('bench_side_memory')
     bench.main(['--shape', '4', '16', '32', '32', '--settings', 'None', str(16 * 32 * 32),
                 '--out', str(tmp_path)])
     result = json.loads((tmp_path / 'side_memory.json').read_text())

@@ -12,6 +12,8 @@ from typing import List, Tuple
 
 import torch
 
+from .feature_norm import STANDARDIZE_EPS
+
 Moments = Tuple[int, torch.Tensor, torch.Tensor]  # count, mean (1,C,1,1), M2 (1,C,1,1)
 
 
@@ -22,8 +24,10 @@ def channel_moments(x: torch.Tensor) -> Moments:
     return count, mean, var * count
 
 
-def combine_moments(blocks: List[Moments]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Mean and biased variance, ``(1, C, 1, 1)`` each, of the blocks together."""
+def standardizing_stats(blocks: List[Moments],
+                        eps: float = STANDARDIZE_EPS) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Mean and ``rsqrt(var + eps)`` (biased variance), ``(1, C, 1, 1)`` each, of the
+    blocks together: ``(x - mean) * rstd`` is :func:`standardize` over all of them."""
     count, mean, m2 = blocks[0]
     for n_b, mean_b, m2_b in blocks[1:]:
         total = count + n_b
@@ -31,4 +35,4 @@ def combine_moments(blocks: List[Moments]) -> Tuple[torch.Tensor, torch.Tensor]:
         mean = mean + delta * (n_b / total)
         m2 = m2 + m2_b + delta * delta * (count * n_b / total)
         count = total
-    return mean, m2 / count
+    return mean, torch.rsqrt(m2 / count + eps)

@@ -9,8 +9,8 @@ from torch.utils.checkpoint import checkpoint
 
 from mmdet.registry import MODELS
 
-from .channel_moments import channel_moments, combine_moments
-from .feature_norm import NORMS, STANDARDIZE_EPS, default_channel_dim, normalize
+from .channel_moments import channel_moments, standardizing_stats
+from .feature_norm import NORMS, default_channel_dim, normalize
 from .orthogonal_projector import OrthogonalProjector
 
 LOSSES = {
@@ -205,15 +205,14 @@ class VkDLoss(nn.Module):
         sides = self._standardized_sides()
         stats = dict(student=(None, None), teacher=(None, None))
         if 'student' in sides:
-            mean, var = combine_moments([
+            stats['student'] = standardizing_stats([
                 checkpoint(self._projected_moments, s, t, weight, use_reentrant=False)
                 for s, t in zip(s_blocks, t_blocks)])
-            stats['student'] = (mean, torch.rsqrt(var + STANDARDIZE_EPS))
         if 'teacher' in sides:
             with torch.no_grad():
-                mean, var = combine_moments([channel_moments(self._aligned(s, t)[1].float())
-                                             for s, t in zip(s_blocks, t_blocks)])
-            stats['teacher'] = (mean, torch.rsqrt(var + STANDARDIZE_EPS))
+                stats['teacher'] = standardizing_stats([
+                    channel_moments(self._aligned(s, t)[1].float())
+                    for s, t in zip(s_blocks, t_blocks)])
         total = sum(checkpoint(self._block_loss_sum, s, t, weight, *stats['student'],
                                *stats['teacher'], use_reentrant=False)
                     for s, t in zip(s_blocks, t_blocks))
