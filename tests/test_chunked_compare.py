@@ -75,6 +75,7 @@ def test_blocks_hold_no_full_size_float32_map():
     assert largest[one_image] == one_image
 
 
-def test_chunk_elements_must_be_positive():
-    with pytest.raises(ValueError, match='chunk_elements=0; give a positive element count'):
-        VkDLoss(8, 8, chunk_elements=0)
+@pytest.mark.parametrize('bad', [0, -5, 'big', 1.5e7, True])
+def test_chunk_elements_must_be_a_positive_whole_number(bad):
+    with pytest.raises(ValueError, match=rf'chunk_elements={bad!r}; give a positive element count'):
+        VkDLoss(8, 8, chunk_elements=bad)

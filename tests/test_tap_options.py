@@ -137,6 +137,10 @@ def deformable_detr():
 
 def test_a_detr_decoder_tap_says_where_its_channels_are():
     """A DETR decoder's queries, stacked as (layers, N, queries, C), distilled row by row."""
+    # Seeded: from some random initial weights the student's own Hungarian matching
+    # meets a non-finite cost (mmdet raises 'matrix contains invalid numeric entries'),
+    # which made this test fail about one run in four, depending on the tests before it.
+    torch.manual_seed(0)
     student, teacher = deformable_detr(), deformable_detr()
     with pytest.raises(ValueError, match=r"stacked tokens, e.g. a DETR decoder's "
                                          r"\(layers, N, queries, C\).*channel_dim=-1"):

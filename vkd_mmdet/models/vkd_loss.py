@@ -108,10 +108,13 @@ class VkDLoss(nn.Module):
         self.align = align
         self.recompute = bool(recompute)
         self.channel_dim = channel_dim
-        if chunk_elements is not None and int(chunk_elements) < 1:
-            raise ValueError(f'VkDLoss: chunk_elements={chunk_elements}; give a positive '
-                             f'element count, or None to compare every map whole')
-        self.chunk_elements = None if chunk_elements is None else int(chunk_elements)
+        if chunk_elements is not None and (
+                isinstance(chunk_elements, bool) or not isinstance(chunk_elements, int)
+                or chunk_elements < 1):
+            raise ValueError(f'VkDLoss: chunk_elements={chunk_elements!r}; give a positive '
+                             f'element count (a whole number such as 2**24), or None to '
+                             f'compare every map whole')
+        self.chunk_elements = chunk_elements
 
         if projection == 'orthogonal':
             self.projector = OrthogonalProjector(
