@@ -25,8 +25,9 @@ def test_tiny_run_times_every_case_and_profiles_the_vkd_step(tmp_path):
     # The profile names the distiller's parts.
     profile = (tmp_path / 'gpu_cost_tiny_profiles.txt').read_text()
     assert profile.startswith('# vkd_retinanet_r50: one VkD training step')
-    for part in ('vkd:teacher', 'vkd:student', 'vkd:distill_neck', 'vkd:distill_backbone'):
-        assert part in profile
+    for part in ('vkd:orthogonal_maps', 'vkd:teacher', 'vkd:student', 'vkd:distill_neck',
+                 'vkd:distill_backbone'):
+        assert f'| {part} | ' in profile
 
 
 def test_append_refuses_results_measured_with_other_settings(tmp_path):
