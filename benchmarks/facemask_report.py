@@ -112,8 +112,12 @@ def write_report(out: Path, protocol: str, protocols: dict, methods: dict, main_
     machines = sorted({r['machine'] for rs in runs.values() for r in rs if r.get('machine')})
     if machines or machine:
         lines += [f'Machine: {"; ".join(machines or [machine])}.', '']
-    lines += [f'Data: face-mask val split; student {p["epochs"]} epoch(s), teacher '
-              f'{p["teacher_epochs"]}; batch 8, images resized to fit {tuple(p["scale"])}, '
+    # the epochs the runs were trained for, where they say (results outlive a protocol's edits)
+    student_epochs = sorted({r['epochs'] for rs in runs.values() for r in rs
+                             if r.get('epochs') and r['method'] != 'teacher'}) or [p['epochs']]
+    lines += [f'Data: face-mask val split; student {"/".join(map(str, student_epochs))} '
+              f'epoch(s), teacher {teacher.get("epochs", p["teacher_epochs"])}; batch 8, '
+              f'images resized to fit {tuple(p["scale"])}, '
               f'AdamW.', '',
               'Values in %; spread is half the range over seeds (COCO rounds each run '
               'to 0.1, so means have a resolution of 0.05); times are minutes per run (wall '

@@ -131,3 +131,19 @@ def test_a_run_stopped_at_a_time_limit_resumes_from_its_last_checkpoint(tmp_path
     log = (work_dir / 'run.log').read_text()
     assert 'resumed epoch: 2' in log
     assert result['train_seconds'] > float((work_dir / 'seconds_before_resume').read_text())
+
+
+def test_a_report_states_the_epochs_its_runs_were_trained_for(tmp_path):
+    """Results outlive edits of their protocol: the first GPU run's teacher trained 36
+    epochs, the protocol's now trains 12, and the report of those results says 36."""
+    import shutil
+    import benchmarks.bench_facemask as bench
+    from benchmarks.facemask_report import write_report
+    first_run = ROOT / 'benchmarks' / 'results' / 'facemask' / 'gpu_first_run'
+    for path in first_run.glob('gpu_*.json'):
+        shutil.copy(path, tmp_path)
+    assert bench.PROTOCOLS['gpu']['teacher_epochs'] != 36
+    write_report(tmp_path, 'gpu', bench.PROTOCOLS, bench.METHODS, bench.MAIN_METHODS,
+                 bench.ABLATION_NOTE, bench.pair_of(bench.PROTOCOLS['gpu']))
+    report = (tmp_path / 'report_gpu.md').read_text()
+    assert 'student 6 epoch(s), teacher 36;' in report
