@@ -9,12 +9,16 @@ ResNet stage at 800x1344 with batch 8 (8x256x200x336); its GPU counterpart is
 ``bench_gpu_cost.py --tap-options chunk_elements=None``.
 
     python benchmarks/bench_side_memory.py [--shape N C H W] [--settings None 16777216 ...]
-        [--out benchmarks/results]
+        [--repeats 3] [--out benchmarks/results]
+
+Settings are run in turn, ``--repeats`` rounds (single runs on this machine vary by
+about a second); the table gives the median time and its range.
 
 Writes ``<out>/side_memory.{json,md}``.
 """
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -53,6 +57,7 @@ def main(argv=None):
                         metavar=('N', 'C', 'H', 'W'))
     parser.add_argument('--settings', nargs='+', default=['None', str(2 ** 24), str(256 * 200 * 168)],
                         help="chunk_elements values ('None': the whole map)")
+    parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--one', help=argparse.SUPPRESS)
     parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results'))
     args = parser.parse_args(argv)
@@ -60,13 +65,20 @@ def main(argv=None):
     if args.one is not None:
         print(json.dumps(one(args.shape, parse(args.one))))
         return None
+    rounds = {setting: [] for setting in args.settings}
+    for _ in range(args.repeats):  # interleaved, so that drift hits every setting alike
+        for setting in args.settings:
+            proc = subprocess.run([sys.executable, __file__, '--one', setting, '--shape',
+                                   *map(str, args.shape)], capture_output=True, text=True,
+                                  cwd=ROOT, check=True)
+            rounds[setting].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            print(rounds[setting][-1], flush=True)
     runs = []
-    for setting in args.settings:
-        proc = subprocess.run([sys.executable, __file__, '--one', setting, '--shape',
-                               *map(str, args.shape)], capture_output=True, text=True,
-                              cwd=ROOT, check=True)
-        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print(runs[-1], flush=True)
+    for setting, reps in rounds.items():
+        seconds = sorted(r['seconds'] for r in reps)
+        runs.append(dict(reps[0], seconds=statistics.median(seconds),
+                         seconds_range=[seconds[0], seconds[-1]],
+                         peak_above_start_mib=max(r['peak_above_start_mib'] for r in reps)))
     n, c, h, w = args.shape
     map_mib = n * c * h * w * 4 / 2 ** 20
     result = dict(machine=describe(), shape=list(args.shape), float32_map_mib=round(map_mib, 1),
@@ -80,10 +92,13 @@ def main(argv=None):
              f'Half-precision maps {tuple(args.shape)} on both sides, one forward and backward '
              f'of `VkDLoss` (standardise both sides, smooth-L1); one float32 copy of the map is '
              f'{map_mib:.0f} MiB.', '',
+             f'Median of {args.repeats} runs of each setting, each in a fresh process '
+             f'(the range in brackets); the peak is the largest of them.', '',
              '| chunk_elements | blocks | peak above start (MiB) | in float32 maps | seconds |',
              '|---|---|---|---|---|']
     lines += [f'| {r["chunk_elements"]} | {r["blocks"]} | {r["peak_above_start_mib"]:.0f} | '
-              f'{r["peak_above_start_mib"] / map_mib:.1f} | {r["seconds"]} |' for r in runs]
+              f'{r["peak_above_start_mib"] / map_mib:.1f} | {r["seconds"]} '
+              f'({r["seconds_range"][0]}-{r["seconds_range"][1]}) |' for r in runs]
     (out / 'side_memory.md').write_text('\n'.join(lines) + '\n')
     print('\n'.join(lines))
     return result

@@ -13,6 +13,37 @@ def test_standardize_gives_per_channel_zero_mean_unit_std():
     assert (per_channel.std(1, unbiased=False) - 1).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize('shape,channel_dim', [((3, 6, 5, 7), 1), ((3, 10, 6), -1),
+                                               ((40, 6), -1), ((1, 6, 1, 1), 1)])
+def test_standardize_is_the_formula_in_value_and_gradient(shape, channel_dim):
+    """``standardize`` runs as one fused batch-norm kernel where a channel has more than
+    one value: it must be ``(x - mean) * rsqrt(var + eps)``, biased variance, per channel
+    of ``channel_dim``, in value and in gradient (to float32 rounding: it computes in
+    float32). One channel is nearly constant, where ``eps`` shows."""
+    from vkd_mmdet.models.feature_norm import STANDARDIZE_EPS, standardize
+    torch.manual_seed(0)
+    x = torch.randn(shape, dtype=torch.float64) * 2 + 1
+    x.select(channel_dim, 2).mul_(1e-3)
+    cdim = channel_dim % x.dim()
+    dims = tuple(d for d in range(x.dim()) if d != cdim)
+
+    def formula(v):
+        var, mean = torch.var_mean(v, dim=dims, correction=0, keepdim=True)
+        return (v - mean) * torch.rsqrt(var + STANDARDIZE_EPS)
+
+    weights = torch.randn(shape, dtype=torch.float64)
+    results = []
+    for f in (formula, lambda v: standardize(v, channel_dim)):
+        leaf = x.clone().requires_grad_()
+        out = f(leaf)
+        (out * weights).sum().backward()
+        results.append((out.detach(), leaf.grad))
+    (ref, ref_grad), (got, got_grad) = results
+    assert got.dtype == torch.float32 and got.shape == x.shape
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_grad, ref_grad, rtol=1e-4, atol=1e-4)
+
+
 def test_layernorm_gives_per_position_zero_mean_unit_std():
     x = torch.randn(3, 10, 32) * 5 + 2  # tokens (N, L, C)
     y = normalize(x, 'layernorm', channel_dim=-1)
