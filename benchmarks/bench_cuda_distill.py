@@ -97,6 +97,13 @@ class Checks:
         return [r for r in self.results if not r['ok']]
 
 
+def formula_standardize(x):
+    """Per-channel standardisation of a 4-D map written out: the reference."""
+    from vkd_mmdet.models.feature_norm import STANDARDIZE_EPS
+    var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0, keepdim=True)
+    return (x - mean) * torch.rsqrt(var + STANDARDIZE_EPS)
+
+
 def correctness(check: Checks, device, OrthogonalProjector, VkDLoss, normalize):
     def orthonormal():
         for cin, cout in ((256, 256), (64, 128), (512, 2048), (128, 64)):
@@ -169,6 +176,22 @@ def correctness(check: Checks, device, OrthogonalProjector, VkDLoss, normalize):
                 detail += f', max|cov - I| {cov_err:.1e}'
             check(f'normalize({norm}) on half input under autocast', ok, detail)
 
+    def standardize_is_the_formula():
+        # standardisation runs as one batch-norm kernel each way (on CUDA the native one:
+        # cuDNN's needs eps >= 1e-5); it must be the formula, in value and gradient
+        x = (torch.randn(8, 64, 20, 20, device=device) * 5 + 2).requires_grad_()
+        weights = torch.randn_like(x)
+        results = []
+        for fn in (lambda v: normalize(v, 'standardize', 1), formula_standardize):
+            x.grad = None
+            y = fn(x)
+            (y * weights).sum().backward()
+            results.append((y.detach(), x.grad.clone()))
+        err = max(((a - b).abs().max() / b.abs().max()).item()
+                  for a, b in zip(results[0], results[1]))
+        check(f'standardize (batch-norm kernels) is the formula on {device.type}', err < 1e-5,
+              f'max relative difference {err:.1e}')
+
     def maps_ahead():
         from vkd_mmdet.models.maps_ahead import MapsAhead
         torch.manual_seed(0)
@@ -222,6 +245,7 @@ def correctness(check: Checks, device, OrthogonalProjector, VkDLoss, normalize):
     check.run('autocast bfloat16', lambda: autocast_loss(torch.bfloat16, 0.05))
     check.run('GradScaler loop', grad_scaler_loop)
     check.run('normalisations', norms)
+    check.run('standardize', standardize_is_the_formula)
 
 
 # ------------------------------------------------------------------ timings
