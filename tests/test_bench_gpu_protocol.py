@@ -81,6 +81,16 @@ def test_the_gpu_protocol_at_toy_size(tmp_path):
     vkd_log = (tmp_path / 'cache' / runs['gpu-toy_vkd_s0']['key'] / 'run.log').read_text()
     assert 'loss_vkd_neck' in vkd_log
 
+    # On the CPU every run trains in channels-last (faster convolutions, same values):
+    # the checkpoints' 4-D weights are stored so.
+    assert all(run['channels_last'] for run in runs.values())
+    for name in ('gpu-toy_none_s0', 'gpu-toy_vkd_s0'):
+        ckpt = torch.load(runs[name]['checkpoint'], map_location='cpu', weights_only=False)
+        convs = [w for w in ckpt['state_dict'].values()
+                 if w.dim() == 4 and w.shape[1] > 1 and w.shape[-1] > 1]
+        assert convs and all(w.is_contiguous(memory_format=torch.channels_last)
+                             and not w.is_contiguous() for w in convs), name
+
     # Plain students train beside the teacher; distilled ones start once it is done.
     def line(text):
         return next(i for i, l in enumerate(log) if text in l)
