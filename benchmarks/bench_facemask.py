@@ -77,12 +77,11 @@ PROTOCOLS['gpu'] = dict(train_images=None, val_images=None, epochs=6, student_wa
                         teacher_epochs=12, scale=(640, 640), val_interval=3,
                         student_cfg='facemask_student_lite0_fpn64.py', num_workers=2,
                         teacher_num_workers=6, device='cuda', jobs=12)
-# The same pair on the CPU, where it also learns: 416 px, 3 student epochs (17 min
-# a plain run here in NCHW layout; channels-last is about 1.5x faster), the teacher
-# 12 epochs (8 ended +8.5 mAP50 above the plain
-# student, short of +10: results/facemask/calibration/). A checkpoint after every
-# epoch, so that a teacher of about 1.8 hours survives a sitting's end and resumes.
-# For when no GPU is lent.
+# The same pair on the CPU, where it also learns: 416 px, 3 student epochs (17 min a
+# plain run here in NCHW layout; runs on the CPU now train channels-last, about 1.5x
+# faster), the teacher 12 epochs (8 ended +8.5 mAP50 above the plain student, short of
+# +10: results/facemask/calibration/). A checkpoint after every epoch, so that a
+# teacher of about an hour survives a sitting's end and resumes. For when no GPU is lent.
 PROTOCOLS['cpu-pretrained'] = dict(train_images=None, val_images=None, epochs=3,
                                    student_warmup=50, teacher_epochs=12, scale=(416, 416),
                                    val_interval=1,
