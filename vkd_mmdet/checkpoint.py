@@ -228,14 +228,19 @@ def load_teacher_checkpoint(model: nn.Module, url_or_path: str, trust: bool = Fa
     """Load a teacher's weights strictly; fail with counts and examples on mismatch."""
     path = fetch(url_or_path)
     state = extract_state_dict(safe_load(path, trust=trust))
-    differences = state_dict_differences(model.state_dict(), state)
-    if differences:
-        raise CheckpointMismatchError(
-            f'teacher checkpoint {url_or_path} does not match the teacher config: '
-            f'{differences}. Check that `teacher` is the config this checkpoint was '
-            f'trained with.')
+    check_state_dict_fits(model.state_dict(), state,
+                          f'teacher checkpoint {url_or_path} does not match the teacher config',
+                          'Check that `teacher` is the config this checkpoint was trained with.')
     model.load_state_dict(state, strict=True)
     return state
+
+
+def check_state_dict_fits(own: Dict, state: Dict, what: str, advice: str) -> None:
+    """Raise :class:`CheckpointMismatchError` (``'<what>: <differences>. <advice>'``)
+    unless ``state`` fits ``own`` key for key and shape for shape."""
+    differences = state_dict_differences(own, state)
+    if differences:
+        raise CheckpointMismatchError(f'{what}: {differences}. {advice}')
 
 
 def state_dict_differences(own: Dict, state: Dict) -> str:

@@ -4,7 +4,7 @@ from mmengine.model import is_model_wrapper
 
 from mmdet.registry import HOOKS
 
-from ..checkpoint import CheckpointMismatchError, state_dict_differences, without_ddp_prefix
+from ..checkpoint import check_state_dict_fits, without_ddp_prefix
 
 
 @HOOKS.register_module()
@@ -27,9 +27,8 @@ class ResumeCheckHook(Hook):
             return
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         state = without_ddp_prefix(checkpoint.get('state_dict') or {})
-        differences = state_dict_differences(model.state_dict(), state)
-        if differences:
-            raise CheckpointMismatchError(
-                f'--resume: the checkpoint was written by another setup than this config: '
-                f'{differences}. Resume with the config it was trained with, or start a '
-                f'new run from its weights with load_from=... instead of --resume.')
+        check_state_dict_fits(
+            model.state_dict(), state,
+            '--resume: the checkpoint was written by another setup than this config',
+            'Resume with the config it was trained with, or start a new run from its '
+            'weights with load_from=... instead of --resume.')
