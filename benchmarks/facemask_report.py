@@ -10,8 +10,7 @@ COMMAND = {'full': 'python benchmarks/bench_facemask.py',
            'gpu': 'bash benchmarks/facemask_gpu_prepare.sh here, then on the GPU machine '
                   'bash benchmarks/facemask_gpu_run.sh',
            'gpu-toy': 'python benchmarks/bench_facemask.py --protocol gpu-toy',
-           'cpu-pretrained': 'python benchmarks/bench_facemask.py --protocol cpu-pretrained '
-                             '--methods none vkd pkd mmrazor_cwd --seeds 0 1'}
+           'cpu-pretrained': 'python benchmarks/bench_facemask.py --protocol cpu-pretrained'}
 # What a protocol must reach before its table can tell methods apart (issue #14).
 MIN_PLAIN_MAP = 10.0      # bbox mAP (%) of the student without distillation
 MIN_TEACHER_GAP = 10.0    # teacher's mAP50 minus the plain student's (points)
@@ -107,7 +106,8 @@ def write_report(out: Path, protocol: str, protocols: dict, methods: dict, main_
     teacher = teacher_runs.get('teacher', [{}])[0]
     lines = [f'# Face-mask benchmark ({protocol} protocol)', '',
              f'Reproduce: `{COMMAND[protocol]}` (finished runs are cached; '
-             f'`python benchmarks/bench_facemask.py report` rebuilds this file).', '']
+             f'`python benchmarks/bench_facemask.py --protocol {protocol} report` rebuilds '
+             f'this file).', '']
     # each run names its machine (runs before 2026-11-30 do not); else the caller's
     machines = sorted({r['machine'] for rs in runs.values() for r in rs if r.get('machine')})
     if machines or machine:
