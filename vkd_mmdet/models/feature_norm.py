@@ -38,7 +38,7 @@ def standardize(x: torch.Tensor, channel_dim: int = 1, eps: float = STANDARDIZE_
     """
     x = x.float()
     cdim = channel_dim % x.dim()
-    if x.dim() >= 2 and x.numel() > x.shape[cdim]:
+    if x.numel() > x.shape[cdim]:
         # Batch norm in training mode without an affine or running statistics is this
         # very formula, ``(x - mean) * rsqrt(var + eps)`` with the biased variance,
         # as one fused kernel forward and one backward, where the same formula in

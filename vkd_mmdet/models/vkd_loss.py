@@ -246,9 +246,8 @@ class VkDLoss(nn.Module):
                 projected = torch.addcmul(-s_mean * s_rstd, projected, s_rstd)
             target = teacher.float()
             if t_mean is not None:
-                # no gradient on this side: in place, on the block's own float32 copy
-                target = (target.sub_(t_mean).mul_(t_rstd) if target is not teacher
-                          else (target - t_mean) * t_rstd)
+                # no gradient on this side: the scaling in place, on the new difference
+                target = (target - t_mean).mul_(t_rstd)
             return LOSSES[self.loss_name](projected, target, reduction='sum')
 
     def _compare(self, student: torch.Tensor, teacher: torch.Tensor, weight) -> torch.Tensor:
