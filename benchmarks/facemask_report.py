@@ -10,7 +10,9 @@ COMMAND = {'full': 'python benchmarks/bench_facemask.py',
            'gpu': 'bash benchmarks/facemask_gpu_prepare.sh here, then on the GPU machine '
                   'bash benchmarks/facemask_gpu_run.sh',
            'gpu-toy': 'python benchmarks/bench_facemask.py --protocol gpu-toy',
-           'cpu-pretrained': 'python benchmarks/bench_facemask.py --protocol cpu-pretrained'}
+           'cpu-pretrained': 'python benchmarks/bench_facemask.py --protocol cpu-pretrained',
+           'cpu-pretrained-long': 'python benchmarks/bench_facemask.py --protocol '
+                                  'cpu-pretrained-long --methods none vkd --seeds 0 1'}
 # What a protocol must reach before its table can tell methods apart (issue #14).
 MIN_PLAIN_MAP = 10.0      # bbox mAP (%) of the student without distillation
 MIN_TEACHER_GAP = 10.0    # teacher's mAP50 minus the plain student's (points)
@@ -136,10 +138,10 @@ def write_report(out: Path, protocol: str, protocols: dict, methods: dict, main_
     if protocol == 'quick':
         lines += ['The quick protocol is a smoke test of every method: one epoch on 96 '
                   'images is too short to detect anything, so its numbers are zeros.', '']
-    if protocol == 'long':
-        lines += ['The long protocol checks whether a gain appears with more training: '
-                  'the full protocol with twice the student epochs, for no distillation '
-                  'and VkD only, from the full protocol\'s teacher.', '']
+    if p.get('teacher_protocol'):
+        lines += [f'The {protocol} protocol checks whether a gain appears with more training: '
+                  f'the {teacher_protocol} protocol with twice the student epochs, for no '
+                  f'distillation and VkD only, from the {teacher_protocol} protocol\'s teacher.', '']
     if pair:
         lines += [f'Student: {pair["student"]}.', '', f'Teacher: {pair["teacher"]}.', '']
     plain = [r for r in runs.get('none', []) if not r.get('failed')]

@@ -1,0 +1,52 @@
+"""The face-mask benchmark's VkD ablations: each one's training config differs from
+the defaults' ('vkd') in what its label says, and in nothing else."""
+import copy
+
+from helpers import data_root, load_benchmark
+
+
+def configs(*methods):
+    b = load_benchmark('bench_facemask')
+    return {m: b.build_config(b.run_spec(m, 0, 'cpu-pretrained', data_root() / 'facemask',
+                                         dict(checkpoint='/teacher.pth'))).to_dict()
+            for m in methods}
+
+
+def without(cfg: dict, *paths) -> dict:
+    """``cfg`` with the dotted ``paths`` removed, and without the run's name."""
+    cfg = copy.deepcopy(cfg)
+    cfg['visualizer'].pop('name')
+    for path in paths:
+        *parents, last = path.split('.')
+        node = cfg
+        for key in parents:
+            node = node[key]
+        node.pop(last)
+    return cfg
+
+
+def test_each_ablation_changes_what_its_label_says_and_nothing_else():
+    from mmdet.registry import HOOKS
+    import vkd_mmdet  # noqa: F401  (registers the hooks)
+    from vkd_mmdet.models.taps import parse_taps
+    cfgs = configs('vkd', 'vkd_weight1', 'vkd_cosine', 'vkd_p3_p5', 'vkd_backbone_neck')
+    vkd = cfgs['vkd']
+    assert vkd['model']['taps'] == ['neck'] and vkd['model']['tap_defaults'] == {}
+    assert [h['type'] for h in vkd['custom_hooks']] == ['StudentExportHook', 'ChannelsLastHook']
+
+    assert cfgs['vkd_weight1']['model']['tap_defaults'] == dict(loss_weight=1.0)
+
+    hooks = cfgs['vkd_cosine']['custom_hooks']
+    schedule = [h for h in hooks if h['type'] == 'DistillWeightScheduleHook']
+    assert len(schedule) == 1 and len(hooks) == 3
+    hook = HOOKS.build(schedule[0])
+    assert hook.weight_at(0, 0, 255) == 1.0 and hook.weight_at(255, 2, 255) == 0.0
+
+    assert cfgs['vkd_p3_p5']['model']['taps'] == ['neck[0,1,2]']
+    assert parse_taps(['neck[0,1,2]'])[0].student_levels == [0, 1, 2]
+    assert cfgs['vkd_backbone_neck']['model']['taps'] == ['backbone', 'neck']
+
+    differs = {'vkd_weight1': ['model.tap_defaults'], 'vkd_cosine': ['custom_hooks'],
+               'vkd_p3_p5': ['model.taps'], 'vkd_backbone_neck': ['model.taps']}
+    for method, paths in differs.items():
+        assert without(cfgs[method], *paths) == without(vkd, *paths), method
