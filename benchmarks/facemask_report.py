@@ -88,9 +88,11 @@ def conditions(teacher: dict, plain: list) -> list:
              f'**{gap:+.1f} mAP50** above it (at least +{MIN_TEACHER_GAP:.0f} asked: '
              f'{"met" if gap >= MIN_TEACHER_GAP else "NOT met"}).', '']
     if not met:
+        why = ('where students stay this weak, seeds decide more than methods'
+               if plain_map < MIN_PLAIN_MAP else
+               'the teacher is too close to the student to have much to teach it')
         lines += ['**This protocol is a smoke and regression run, not a comparison of '
-                  'methods**: where students stay this weak, seeds decide more than '
-                  'methods.', '']
+                  f'methods**: {why}.', '']
     return lines
 
 

@@ -157,3 +157,21 @@ def test_a_report_states_the_epochs_its_runs_were_trained_for(tmp_path):
                  bench.ABLATION_NOTE, bench.pair_of(bench.PROTOCOLS['gpu']))
     report = (tmp_path / 'report_gpu.md').read_text()
     assert 'student 6 epoch(s), teacher 36;' in report
+
+
+def test_a_report_says_which_condition_for_telling_methods_apart_fails():
+    from benchmarks.facemask_report import conditions
+    teacher = dict(bbox_mAP=0.289, bbox_mAP_50=0.468)
+
+    def text(*plain):
+        return ' '.join(conditions(teacher, [dict(bbox_mAP=m, bbox_mAP_50=m50)
+                                             for m, m50 in plain]))
+    met = text((0.176, 0.328), (0.171, 0.329))  # cpu-pretrained: 17.35 mAP, +14.0 mAP50
+    assert '**17.4 bbox mAP** (at least 10 asked: met)' in met
+    assert '**+14.0 mAP50** above it (at least +10 asked: met)' in met
+    assert 'smoke and regression run' not in met
+    close = text((0.224, 0.399), (0.231, 0.407))  # 6 epochs: +6.5 mAP50 only
+    assert '(at least 10 asked: met)' in close and '(at least +10 asked: NOT met)' in close
+    assert 'smoke and regression run' in close and 'teacher is too close' in close
+    weak = text((0.012, 0.033))  # ResNet-18 from scratch
+    assert '(at least 10 asked: NOT met)' in weak and 'students stay this weak' in weak
