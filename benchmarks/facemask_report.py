@@ -101,6 +101,20 @@ def teacher_gap(teacher: dict, plain: list) -> float:
     return 100 * (teacher['bbox_mAP_50'] - statistics.fmean(r['bbox_mAP_50'] for r in plain))
 
 
+def derived_protocol_sentence(protocol: str, protocols: dict, methods: dict, runs: dict) -> str:
+    """What a protocol that reuses another's teacher changes, and for which methods it ran,
+    both read from the protocols and the results (not written by hand, so they cannot go
+    stale when a protocol is edited or another method is run)."""
+    p = protocols[protocol]
+    base = protocols[p['teacher_protocol']]
+    changes = [f'{k} {p[k]} instead of {base.get(k)}' for k in p
+               if k != 'teacher_protocol' and base.get(k) != p[k]]
+    ran = [methods[n]['label'] for n in methods if runs.get(n)]
+    return (f'The {protocol} protocol checks whether a gain appears with more training: '
+            f'the {p["teacher_protocol"]} protocol\'s teacher and settings, except '
+            f'{", ".join(changes) or "nothing"}; run for {", ".join(ran) or "no method yet"}.')
+
+
 def write_report(out: Path, protocol: str, protocols: dict, methods: dict, main_methods,
                  ablation_note: str, pair: dict = None, machine: str = None) -> Path:
     runs = _load(Path(out), protocol)
@@ -141,9 +155,7 @@ def write_report(out: Path, protocol: str, protocols: dict, methods: dict, main_
         lines += ['The quick protocol is a smoke test of every method: one epoch on 96 '
                   'images is too short to detect anything, so its numbers are zeros.', '']
     if p.get('teacher_protocol'):
-        lines += [f'The {protocol} protocol checks whether a gain appears with more training: '
-                  f'the {teacher_protocol} protocol with twice the student epochs, for no '
-                  f'distillation and VkD only, from the {teacher_protocol} protocol\'s teacher.', '']
+        lines += [derived_protocol_sentence(protocol, protocols, methods, runs), '']
     if pair:
         lines += [f'Student: {pair["student"]}.', '', f'Teacher: {pair["teacher"]}.', '']
     plain = [r for r in runs.get('none', []) if not r.get('failed')]

@@ -175,3 +175,20 @@ def test_a_report_says_which_condition_for_telling_methods_apart_fails():
     assert 'smoke and regression run' in close and 'teacher is too close' in close
     weak = text((0.012, 0.033))  # ResNet-18 from scratch
     assert '(at least 10 asked: NOT met)' in weak and 'students stay this weak' in weak
+
+
+def test_a_protocol_that_reuses_a_teacher_says_what_it_changes_and_what_ran():
+    """The sentence is read from the protocols and the results: a derived protocol that
+    changes the scale too, or runs another method, is described as it is."""
+    import benchmarks.bench_facemask as bench
+    from benchmarks.facemask_report import derived_protocol_sentence
+    protocols = dict(bench.PROTOCOLS)
+    protocols['test-derived'] = dict(protocols['cpu-pretrained'], epochs=9, scale=(512, 512),
+                                     teacher_protocol='cpu-pretrained')
+    runs = {'none': [{}], 'pkd': [{}]}
+    text = derived_protocol_sentence('test-derived', protocols, bench.METHODS, runs)
+    assert 'epochs 9 instead of 3' in text and 'scale (512, 512) instead of (416, 416)' in text
+    assert "the cpu-pretrained protocol's teacher" in text
+    assert bench.METHODS['pkd']['label'] in text and bench.METHODS['none']['label'] in text
+    assert bench.METHODS['vkd']['label'] not in text
+    assert 'teacher_protocol' not in text
