@@ -102,6 +102,23 @@ def test_the_gpu_protocol_at_toy_size(tmp_path):
     assert 'EfficientNet-Lite0' in report
     assert 'NOT met' in report and 'smoke and regression run, not a comparison' in report
 
+    # The feature-alignment diagnostic reads these runs: the teacher measured against
+    # itself explains all of its own features at every level (each side loaded, levels
+    # paired in order), and the students' shares keep their order.
+    from benchmarks.feature_alignment import measure
+    cache = tmp_path / 'cache'
+    teacher_dir = cache / runs['gpu-toy_teacher_s0']['key']
+    alignment = measure([teacher_dir, cache / runs['gpu-toy_none_s0']['key'],
+                         cache / runs['gpu-toy_vkd_s0']['key']], images=4)
+    own = alignment[teacher_dir.name]
+    assert len(own['levels']) == 5
+    assert all(abs(l['r2_orthonormal'] - 1) < 1e-6 for l in own['levels']), own['levels']
+    for name in (runs['gpu-toy_none_s0']['key'], runs['gpu-toy_vkd_s0']['key']):
+        for l in alignment[name]['levels']:
+            assert (l['student_channels'], l['teacher_channels']) == (64, 128)
+            assert l['r2_orthonormal'] < 1 - 1e-3
+            assert l['r2_orthonormal'] <= l['r2_linear'] + 1e-9 <= l['ceiling'] + 2e-9
+
 
 def test_a_run_stopped_at_a_time_limit_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
     """The GPU protocol checkpoints at every validation; a run stopped by SIGINT (the
