@@ -138,6 +138,13 @@ METHODS['vkd_cosine'] = dict(
     kind='distiller', tap_defaults={},
     hooks=[dict(type='DistillWeightScheduleHook', decay='cosine', min_ratio=0.0)],
     label='VkD ablation: weight decayed to 0 on a cosine (DistillWeightScheduleHook)')
+# Warm-up, as the shipped RetinaNet config does (500 iterations there): the weight
+# ramps up over the first epoch (85 iterations of batch 8 over 677 images), while the
+# FPN and head, new on a pretrained backbone, first learn to detect.
+METHODS['vkd_warmup'] = dict(
+    kind='distiller', tap_defaults={},
+    hooks=[dict(type='DistillWeightScheduleHook', warmup_iters=85)],
+    label='VkD ablation: weight warmed up over the first epoch (DistillWeightScheduleHook)')
 # Taps: face-mask's faces are small, found on P3-P5; P6 and P7 are 7x7 and 4x4 maps
 # at 416 px. And the shipped RetinaNet config's taps, the backbone's stages as well.
 METHODS['vkd_p3_p5'] = dict(kind='distiller', tap_defaults={}, taps=['neck[0,1,2]'],

@@ -29,7 +29,8 @@ def test_each_ablation_changes_what_its_label_says_and_nothing_else():
     from mmdet.registry import HOOKS
     import vkd_mmdet  # noqa: F401  (registers the hooks)
     from vkd_mmdet.models.taps import parse_taps
-    cfgs = configs('vkd', 'vkd_weight1', 'vkd_cosine', 'vkd_p3_p5', 'vkd_backbone_neck')
+    cfgs = configs('vkd', 'vkd_weight1', 'vkd_cosine', 'vkd_warmup', 'vkd_p3_p5',
+                   'vkd_backbone_neck')
     vkd = cfgs['vkd']
     assert vkd['model']['taps'] == ['neck'] and vkd['model']['tap_defaults'] == {}
     assert [h['type'] for h in vkd['custom_hooks']] == ['StudentExportHook', 'ChannelsLastHook']
@@ -42,11 +43,19 @@ def test_each_ablation_changes_what_its_label_says_and_nothing_else():
     hook = HOOKS.build(schedule[0])
     assert hook.weight_at(0, 0, 255) == 1.0 and hook.weight_at(255, 2, 255) == 0.0
 
+    warmup = [h for h in cfgs['vkd_warmup']['custom_hooks']
+              if h['type'] == 'DistillWeightScheduleHook']
+    assert len(warmup) == 1 and len(cfgs['vkd_warmup']['custom_hooks']) == 3
+    hook = HOOKS.build(warmup[0])
+    assert hook.weight_at(0, 0, 255) == 1 / 85 and hook.weight_at(84, 0, 255) == 1.0
+    assert hook.weight_at(254, 2, 255) == 1.0  # no decay after it
+
     assert cfgs['vkd_p3_p5']['model']['taps'] == ['neck[0,1,2]']
     assert parse_taps(['neck[0,1,2]'])[0].student_levels == [0, 1, 2]
     assert cfgs['vkd_backbone_neck']['model']['taps'] == ['backbone', 'neck']
 
     differs = {'vkd_weight1': ['model.tap_defaults'], 'vkd_cosine': ['custom_hooks'],
+               'vkd_warmup': ['custom_hooks'],
                'vkd_p3_p5': ['model.taps'], 'vkd_backbone_neck': ['model.taps']}
     for method, paths in differs.items():
         assert without(cfgs[method], *paths) == without(vkd, *paths), method
