@@ -193,13 +193,13 @@ def markdown(results: dict, command: str) -> str:
              'levels) that a student\'s standardised features explain: through the best '
              'orthonormal 1x1 map (VkD\'s constraint), through the best linear map, and the '
              'most any student of that width could (see benchmarks/feature_alignment.py).', '',
-             '| run | method | seed | bbox mAP | orthonormal | linear | ceiling | '
-             'orthonormal per level |', '|---|---|---|---|---|---|---|---|']
+             '| run | protocol | method | seed | bbox mAP | orthonormal | linear | ceiling | '
+             'orthonormal per level |', '|---|---|---|---|---|---|---|---|---|']
     for name, r in results.items():
         m = r['mean']
         per_level = ', '.join(f'{l["r2_orthonormal"]:.2f}' for l in r['levels'])
         mAP = '' if r['bbox_mAP'] is None else f'{100 * r["bbox_mAP"]:.1f}'
-        lines.append(f'| {name} | {r["method"]} | {r["seed"]} | {mAP} | '
+        lines.append(f'| {name} | {r["protocol"]} | {r["method"]} | {r["seed"]} | {mAP} | '
                      f'{m["r2_orthonormal"]:.3f} | {m["r2_linear"]:.3f} | {m["ceiling"]:.3f} | '
                      f'{per_level} |')
     return '\n'.join(lines) + '\n'
