@@ -103,11 +103,25 @@ def config_of(run_dir: Path) -> Path:
     return configs[0]
 
 
+def finished_run(run_dir: Path) -> dict:
+    """The ``result.json`` of a finished, successful benchmark run, or a ``SystemExit``
+    saying why ``run_dir`` is not one."""
+    path = Path(run_dir) / 'result.json'
+    if not path.is_file():
+        raise SystemExit(f'feature_alignment: {run_dir} is not a finished bench_facemask run '
+                         f'(no {path.name}); name a run folder whose training has ended')
+    result = json.loads(path.read_text())
+    if result.get('failed'):
+        raise SystemExit(f'feature_alignment: the run in {run_dir} failed '
+                         f'({result.get("error", "no error recorded")}); it has no model to measure')
+    return result
+
+
 def student_files(run_dir: Path):
     """The plain mmdet detector of a cached run: ``(config, checkpoint, result)``.
     Distiller runs export their student (``student/``); runs without distillation, and
     the teacher's, are one."""
-    result = json.loads((run_dir / 'result.json').read_text())
+    result = finished_run(run_dir)
     exported = run_dir / 'student' / 'student_final.pth'
     if exported.is_file():
         return run_dir / 'student' / 'student_config.py', exported, result
@@ -133,8 +147,7 @@ def teacher_checkpoint(run_dirs, teacher: str = None) -> Path:
     the one every distilled run names (runs without distillation name none)."""
     if teacher:
         path = Path(teacher)
-        return Path(json.loads((path / 'result.json').read_text())['checkpoint']) \
-            if path.is_dir() else path
+        return Path(finished_run(path)['checkpoint']) if path.is_dir() else path
     named = {json.loads((Path(d) / 'spec.json').read_text()).get('teacher_ckpt')
              for d in run_dirs} - {None}
     if len(named) != 1:

@@ -34,3 +34,21 @@ def test_the_closed_forms_equal_fits_on_the_standardised_features():
     assert abs(got['ceiling'] - float(pca)) < 1e-6
     assert got['r2_orthonormal'] < got['r2_linear'] < got['ceiling'] < 1
     assert got['positions'] == 4 * 36
+
+
+def test_a_folder_that_is_not_a_finished_run_is_refused_with_why(tmp_path):
+    import json
+    import pytest
+    from benchmarks.feature_alignment import student_files, teacher_checkpoint
+    running = tmp_path / 'vkd_s0_running'
+    running.mkdir()
+    with pytest.raises(SystemExit, match=r'vkd_s0_running is not a finished bench_facemask '
+                                         r'run \(no result.json\)'):
+        student_files(running)
+    failed = tmp_path / 'teacher_s0_failed'
+    failed.mkdir()
+    (failed / 'result.json').write_text(json.dumps(dict(method='teacher', failed=True,
+                                                        error='RuntimeError: out of memory')))
+    with pytest.raises(SystemExit, match=r'teacher_s0_failed failed \(RuntimeError: out of '
+                                         r'memory\); it has no model to measure'):
+        teacher_checkpoint([], teacher=str(failed))
