@@ -7,6 +7,7 @@ import torch
 from helpers import detection_batch
 from vkd_mmdet.checkpoint import CheckpointMismatchError
 from vkd_mmdet.models import VkDDistiller
+from vkd_mmdet.models.feature_recorder import CallSequence
 from vkd_mmdet.models.taps import feature_levels
 
 
@@ -167,11 +168,13 @@ def test_level_count_mismatch_and_non_feature_taps_fail_clearly(small_pair):
     with pytest.raises(ValueError, match=r'student_levels \[0, 1\] and teacher_levels \[2\] differ'):
         build(small_pair, taps=[dict(student='neck', teacher='backbone',
                                      student_levels=[0, 1], teacher_levels=[2])])
-    # A head conv shared by all FPN levels runs 5 times per forward pass.
-    with pytest.raises(TypeError, match=r"'bbox_head.cls_convs.0' runs 5 times per forward"):
-        build(small_pair, taps=['bbox_head.cls_convs.0'])
-    with pytest.raises(RuntimeError, match=r"\['bbox_head.cls_convs'\] did not run"):
-        build(small_pair, taps=['bbox_head.cls_convs'])
+    # A module called once per level must give a map per call.
+    with pytest.raises(TypeError, match=r"'bbox_head.x' runs 2 times per forward pass, and "
+                                        r"call 1 returns a tuple of \(Tensor\)"):
+        feature_levels(CallSequence([torch.zeros(1), (torch.zeros(1), )]), 'bbox_head.x', 'student')
+    # The loss modules run in `loss` only, not in the forward pass the teacher runs.
+    with pytest.raises(RuntimeError, match=r"\['bbox_head.loss_cls'\] did not run"):
+        build(small_pair, taps=['bbox_head.loss_cls'])
     with pytest.raises(TypeError, match="returns a dict, not a feature map"):
         feature_levels({'a': torch.zeros(1)}, 'x', 'student')
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['wieght'\]"):

@@ -61,6 +61,16 @@ def describe_projector(projector) -> str:
     return 'none (identity)'
 
 
+def _recorded(recorder, path: str) -> str:
+    """What a tap on ``path`` records, where that is not simply its one output: the
+    tower layer(s) of a ModuleList, and how often they run per pass (one level each)."""
+    sources, calls = recorder.sources[path], recorder.calls.get(path, 1)
+    if sources == [path] and calls == 1:
+        return ''
+    names = ', '.join(repr(s) for s in sources)
+    return f'{names} ({calls} call{"s" if calls > 1 else ""} per pass)'
+
+
 def inspect(cfg: Config, image_size, probe_size=None) -> str:
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
@@ -92,6 +102,11 @@ def inspect(cfg: Config, image_size, probe_size=None) -> str:
         losses = model.distill_losses[spec.key]
         lines.append(f"tap '{spec.name}': student '{spec.student}' -> teacher '{spec.teacher}', "
                      f'{pairing.describe()}; level_reduction={spec.level_reduction}')
+        recorded = [_recorded(recorder, path) for recorder, path in
+                    ((model.student_recorder, spec.student), (model.teacher_recorder, spec.teacher))]
+        if any(recorded):
+            lines.append(f'  records student {recorded[0] or repr(spec.student)}, '
+                         f'teacher {recorded[1] or repr(spec.teacher)}')
         for i, (s, t, loss) in enumerate(zip(s_feats, t_feats, losses)):
             stride = pairing.student_strides[pairing.student[i]] or 1
             positions = (-(-image_size[0] // stride)) * (-(-image_size[1] // stride))

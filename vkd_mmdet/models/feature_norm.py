@@ -8,7 +8,7 @@ zero-variance channels and single-position batches.
 import torch
 import torch.nn.functional as F
 
-NORMS = ('standardize', 'layernorm', 'whiten', 'none')
+NORMS = ('standardize', 'standardize_image', 'layernorm', 'whiten', 'none')
 
 
 def default_channel_dim(x: torch.Tensor) -> int:
@@ -54,6 +54,29 @@ def standardize(x: torch.Tensor, channel_dim: int = 1, eps: float = STANDARDIZE_
     return (x - mean) * torch.rsqrt(var + eps)
 
 
+def standardize_per_image(x: torch.Tensor, channel_dim: int = 1,
+                          eps: float = STANDARDIZE_EPS) -> torch.Tensor:
+    """Per channel, over each image's positions: mean 0, std 1 (biased variance).
+
+    For ``(N, C, H, W)`` maps and ``(N, L, C)`` tokens (dim 0 is the image). The
+    statistics then ignore the other images of the batch, as the VkD author did
+    for Faster R-CNN; :func:`standardize` shares them across the batch.
+    """
+    x = x.float()
+    cdim = channel_dim % x.dim()
+    if x.dim() < 3 or cdim == 0:
+        raise ValueError(f"norm='standardize_image' standardises each image's positions; "
+                         f"features of shape {tuple(x.shape)} with channels in dim "
+                         f"{channel_dim} have no positions per image (give (N, C, H, W) maps "
+                         f"or (N, L, C) tokens)")
+    if cdim == 1 and x.dim() > 2:
+        # instance norm is this very formula as one fused kernel
+        return F.instance_norm(x, eps=eps)
+    dims = tuple(d for d in range(1, x.dim()) if d != cdim)
+    var, mean = torch.var_mean(x, dim=dims, correction=0, keepdim=True)
+    return (x - mean) * torch.rsqrt(var + eps)
+
+
 def layer_norm(x: torch.Tensor, channel_dim: int = 1, eps: float = 1e-5) -> torch.Tensor:
     """Per position, over channels: mean 0, std 1, no affine (classification)."""
     x = x.float()
@@ -85,6 +108,8 @@ def normalize(x: torch.Tensor, norm: str, channel_dim: int = 1) -> torch.Tensor:
     with torch.autocast(x.device.type, enabled=False):
         if norm == 'standardize':
             return standardize(x, channel_dim)
+        if norm == 'standardize_image':
+            return standardize_per_image(x, channel_dim)
         if norm == 'layernorm':
             return layer_norm(x, channel_dim)
         if norm == 'whiten':

@@ -1,4 +1,11 @@
-"""Capture intermediate outputs of named submodules with forward hooks."""
+"""Capture intermediate outputs of named submodules with forward hooks.
+
+A tap names a module path. Most modules run once per forward pass (a backbone, a
+neck): their output is recorded as it is. A dense head's tower runs once per FPN
+level, either one module shared by all levels (RetinaNet, FCOS, ATSS, GFL) or one
+module per level (RTMDet): every call is recorded, in call order, and each call is
+one level of the tap (:class:`CallSequence`).
+"""
 import difflib
 from contextlib import contextmanager
 from typing import Dict, Iterable, List
@@ -10,11 +17,30 @@ class _StopForward(Exception):
     """Raised by a hook to end a forward pass once every wanted output is captured."""
 
 
-class RepeatedCall:
-    """Marks a module that ran more than once in one forward pass."""
+class CallSequence(list):
+    """The outputs of a tapped module that ran more than once in one forward pass
+    (e.g. a head tower shared by all FPN levels), in call order: one level each."""
 
-    def __init__(self, count: int):
-        self.count = count
+
+def output_modules(path: str, module: nn.Module) -> List[str]:
+    """The modules whose outputs a tap on ``path`` records.
+
+    A ``nn.ModuleList`` is never called itself: a list of layers applied in turn
+    (a head tower such as ``bbox_head.cls_convs``) gives its last layer's output;
+    a list of such lists, one per level (RTMDet's ``cls_convs``), gives each
+    list's last layer. Any other module is recorded itself.
+    """
+    if not isinstance(module, nn.ModuleList):
+        return [path]
+    children = list(module.named_children())
+    if not children:
+        raise ValueError(f"VkD tap: '{path}' is an empty ModuleList; there is no output "
+                         f"to record")
+    if all(isinstance(child, nn.ModuleList) for _, child in children):
+        return [name for child_name, child in children
+                for name in output_modules(f'{path}.{child_name}', child)]
+    last_name, last = children[-1]
+    return output_modules(f'{path}.{last_name}', last)
 
 
 class FeatureRecorder:
@@ -22,8 +48,9 @@ class FeatureRecorder:
 
     Hooks are registered once and record only inside :meth:`record`, so the
     model's other forward passes (validation, export) are untouched. With
-    ``stop_early=True`` the forward pass is cut off as soon as the last wanted
-    module has run, so e.g. a teacher runs only as far as its deepest tap.
+    ``stop_early=True`` the forward pass is cut off as soon as every tap has
+    recorded as many calls as it made in the last full pass (the distiller's
+    probe), so e.g. a teacher runs only as far as its deepest tap.
     """
 
     def __init__(self, model: nn.Module, paths: Iterable[str], role: str = 'model'):
@@ -32,29 +59,35 @@ class FeatureRecorder:
         for path in self.paths:
             if path not in modules:
                 raise KeyError(unknown_module_message(path, modules, role))
+        # tap path -> the modules recorded for it (see output_modules)
+        self.sources: Dict[str, List[str]] = {
+            path: output_modules(path, modules[path]) for path in self.paths}
+        # calls per tap in the last full pass; a stopped-early pass waits for as many
+        self.calls: Dict[str, int] = {}
         self.outputs: Dict[str, object] = {}
+        self._calls: Dict[str, list] = {}
         self._active = False
         self._stop_early = False
-        self._handles = [modules[p].register_forward_hook(self._hook(p)) for p in self.paths]
+        self._handles = [modules[source].register_forward_hook(self._hook(path))
+                         for path, sources in self.sources.items() for source in sources]
 
     def _hook(self, path: str):
         def hook(module, args, output):
             if not self._active:
                 return
-            if path in self.outputs:  # e.g. a head layer shared by all FPN levels
-                prev = self.outputs[path]
-                self.outputs[path] = RepeatedCall(prev.count + 1 if isinstance(prev, RepeatedCall) else 2)
-                return
-            self.outputs[path] = output
-            if self._stop_early and len(self.outputs) == len(self.paths):
+            self._calls.setdefault(path, []).append(output)
+            if self._stop_early and all(
+                    len(self._calls.get(p, ())) >= self.calls.get(p, 1) for p in self.paths):
                 raise _StopForward
 
         return hook
 
     @contextmanager
     def record(self, stop_early: bool = False):
-        """Record during the ``with`` body; yields the ``{path: output}`` dict."""
+        """Record during the ``with`` body; yields the ``{path: output}`` dict, where
+        a module that ran more than once gives a :class:`CallSequence`."""
         self.outputs = {}
+        self._calls = {}
         self._active, self._stop_early = True, stop_early
         try:
             yield self.outputs
@@ -62,6 +95,10 @@ class FeatureRecorder:
             pass
         finally:
             self._active = self._stop_early = False
+            for path, calls in self._calls.items():
+                self.outputs[path] = calls[0] if len(calls) == 1 else CallSequence(calls)
+            if not stop_early:
+                self.calls = {path: len(calls) for path, calls in self._calls.items()}
 
     def remove(self):
         for handle in self._handles:

@@ -6,7 +6,7 @@ from typing import List, Optional, Sequence, Union
 
 import torch
 
-from .feature_recorder import RepeatedCall
+from .feature_recorder import CallSequence
 from .vkd_loss import VkDLoss, check_loss_weight
 
 # The detection setting of the official code: every level, weight 4.0,
@@ -120,12 +120,20 @@ def _check_loss_keys(cfg: dict, where: str):
 
 
 def feature_levels(output, path: str, role: str) -> List[torch.Tensor]:
-    """A module's output as a list of feature maps, or a clear error."""
-    if isinstance(output, RepeatedCall):
-        raise TypeError(f"VkD tap: the {role}'s module '{path}' runs {output.count} "
-                        f"times per forward pass (e.g. a head layer shared by all FPN "
-                        f"levels), so it has no single output to distil. Tap the neck "
-                        f"levels or a module that runs once.")
+    """A module's output as a list of feature maps (one per level), or a clear error.
+
+    A module that ran once gives its tensor or tuple of tensors; one that ran once
+    per level (a head tower, see :class:`CallSequence`) gives one tensor per call.
+    """
+    if isinstance(output, CallSequence):
+        bad = [i for i, o in enumerate(output) if not isinstance(o, torch.Tensor)]
+        if bad:
+            raise TypeError(f"VkD tap: the {role}'s module '{path}' runs {len(output)} "
+                            f"times per forward pass, and call {bad[0]} returns "
+                            f"{_describe(output[bad[0]])}, not a feature map. Tap a module "
+                            f"that returns one tensor per call, e.g. a head tower "
+                            f"('bbox_head.cls_convs') or one of its layers.")
+        return list(output)
     if isinstance(output, torch.Tensor):
         return [output]
     if isinstance(output, (tuple, list)) and output and all(

@@ -12,13 +12,14 @@ from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope
 from mmengine.structures import InstanceData
 
-from mmdet.models.detectors import BaseDetector
+from mmdet.models.detectors import BaseDetector, TwoStageDetector
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 
 from ..checkpoint import load_teacher_checkpoint
 from .feature_norm import default_channel_dim
 from .feature_recorder import FeatureRecorder
+from .foreground_weights import GroundTruthBoxes
 from .level_pairing import LevelPairing, pair_levels
 from .maps_ahead import MapsAhead
 from .nonfinite_guard import NonFiniteGuard
@@ -130,6 +131,9 @@ class VkDDistiller(BaseDetector):
         teacher_model.eval()
         object.__setattr__(self, 'teacher', teacher_model)
 
+        for spec in self.tap_specs:
+            _refuse_roi_head_tap(spec, 'student', self.student, spec.student)
+            _refuse_roi_head_tap(spec, 'teacher', teacher_model, spec.teacher)
         self.student_recorder = FeatureRecorder(
             self.student, [t.student for t in self.tap_specs], role='student')
         self.teacher_recorder = FeatureRecorder(
@@ -138,6 +142,8 @@ class VkDDistiller(BaseDetector):
             t.teacher.split('.')[0] not in _FEATURE_ROOTS for t in self.tap_specs)
         self._student_needs_head = any(
             t.student.split('.')[0] not in _FEATURE_ROOTS for t in self.tap_specs)
+        self._needs_boxes = any(
+            t.loss_cfg.get('foreground_weight') is not None for t in self.tap_specs)
 
         self.level_pairings: Dict[str, LevelPairing] = {}
         s_out, t_out = self._probe(probe_size)
@@ -158,7 +164,8 @@ class VkDDistiller(BaseDetector):
         self.student.eval()
         try:
             with torch.no_grad():
-                # Full passes here, so modules that run repeatedly are caught.
+                # Full passes here: they count each tapped module's calls (a head
+                # tower runs once per level), which stopped-early passes wait for.
                 s_out = self._run(self.student, self.student_recorder, dummy, samples,
                                   self._student_needs_head, stop_early=False)
                 t_out = self._run(self.teacher, self.teacher_recorder, dummy, samples,
@@ -174,7 +181,8 @@ class VkDDistiller(BaseDetector):
 
     @staticmethod
     def _run(model, recorder, inputs, samples, needs_head, stop_early=True) -> Dict[str, object]:
-        """Forward ``model`` until every tapped module of ``recorder`` has run."""
+        """Forward ``model`` until every tapped module of ``recorder`` has run (as
+        often as in the probe): the backbone and neck, and the head only for taps in it."""
         with recorder.record(stop_early=stop_early) as outputs:
             if needs_head:
                 model._forward(inputs, samples)
@@ -214,6 +222,13 @@ class VkDDistiller(BaseDetector):
     def _build_tap_losses(spec: TapSpec, s_feats, t_feats) -> nn.ModuleList:
         cdim = spec.loss_cfg.get('channel_dim')
         for role, feats in (('student', s_feats), ('teacher', t_feats)):
+            if spec.loss_cfg.get('foreground_weight') is not None and any(
+                    f.dim() != 4 for f in feats):
+                raise ValueError(
+                    f"VkD tap '{spec.name}': foreground_weight weights the positions of "
+                    f"(N, C, H, W) maps by the ground-truth boxes, and the {role}'s "
+                    f"features have shapes {[tuple(f.shape) for f in feats]}. Use it on "
+                    f"feature-map taps (backbone, neck, dense head towers) only.")
             if cdim is None and any(f.dim() == 4 and f.shape[1] == 1 for f in feats):
                 # The probe's batch is 1: a 4-D map with 1 channel in dim 1 is
                 # most likely stacked tokens such as (layers, N, queries, C).
@@ -255,16 +270,19 @@ class VkDDistiller(BaseDetector):
         with self.student_recorder.record() as s_out, record_function('vkd:student'):
             losses = self.student.loss(batch_inputs, batch_data_samples)
         distill = {}
+        boxes = (GroundTruthBoxes.from_samples(batch_data_samples, batch_inputs.shape[-2:])
+                 if self._needs_boxes and weight != 0.0 else None)
         for spec in self.tap_specs:
             if weight == 0.0:
                 # Distillation off: zero terms keep every projector in the graph, so
                 # DDP without find_unused_parameters still sees all gradients.
-                distill[f'loss_vkd_{spec.key}'] = _zero_like_params(self.distill_losses[spec.key])
+                distill[f'loss_vkd_{spec.key}'] = _zero_like_params(
+                    self.distill_losses[spec.key], batch_inputs.device)
                 continue
             s_feats, t_feats = self._pair_levels(spec, s_out, t_out)
             tap_losses = self.distill_losses[spec.key]
             with record_function(f'vkd:distill_{spec.key}'):
-                total = sum(loss(s, t, weight=w) for loss, s, t, w
+                total = sum(loss(s, t, weight=w, boxes=boxes) for loss, s, t, w
                             in zip(tap_losses, s_feats, t_feats, maps[spec.key]))
             if spec.level_reduction == 'mean':
                 total = total / len(tap_losses)
@@ -315,10 +333,25 @@ def _warn_on_preprocessing_mismatch(student: dict, teacher: dict):
             f'trained with the same normalisation.')
 
 
-def _zero_like_params(module: nn.Module) -> torch.Tensor:
+def _refuse_roi_head_tap(spec: TapSpec, role: str, model: nn.Module, path: str):
+    """A two-stage detector's RoI head runs on each model's own proposals: its
+    features of the student and of the teacher describe different boxes."""
+    if isinstance(model, TwoStageDetector) and path.split('.')[0] == 'roi_head':
+        raise ValueError(
+            f"VkD tap '{spec.name}': the {role}'s '{path}' is in the RoI head of a "
+            f"two-stage detector, which runs on each model's own proposals, so the "
+            f"student's and the teacher's RoI features describe different boxes and "
+            f"cannot be compared. Tap features of the whole image: 'neck', or the RPN "
+            f"head's tower ('rpn_head.rpn_conv').")
+
+
+def _zero_like_params(module: nn.Module, device: torch.device) -> torch.Tensor:
+    """A zero that reaches every trainable parameter of ``module``, on ``device``
+    (a tap without parameters, e.g. ``projection='none'``, still gets the batch's
+    device: it is stacked with the other losses in the non-finite check)."""
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
-        return torch.zeros(())
+        return torch.zeros((), device=device)
     return sum(p.sum() for p in params) * 0.0
 
 

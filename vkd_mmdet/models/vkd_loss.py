@@ -11,6 +11,7 @@ from mmdet.registry import MODELS
 
 from .channel_moments import channel_moments, standardizing_stats
 from .feature_norm import NORMS, default_channel_dim, normalize
+from .foreground_weights import GroundTruthBoxes, position_weights
 from .orthogonal_projector import OrthogonalProjector
 
 LOSSES = {
@@ -37,7 +38,8 @@ class VkDLoss(nn.Module):
         student_channels: ``C_s``.
         teacher_channels: ``C_t``.
         norm: one of ``'standardize'`` (per channel over batch and positions; the
-            detection default), ``'layernorm'``, ``'whiten'``, ``'none'``.
+            detection default), ``'standardize_image'`` (per channel over each
+            image's positions), ``'layernorm'``, ``'whiten'``, ``'none'``.
         norm_side: ``'both'`` (default), ``'teacher'`` (the classification
             setting) or ``'student'``.
         loss: ``'smooth_l1'`` (default), ``'mse'`` or ``'l1'``; mean over elements.
@@ -66,12 +68,20 @@ class VkDLoss(nn.Module):
             more forward of the side. The orthogonal map itself is not
             recomputed. Same values and gradients either way.
         chunk_elements: with ``recompute``, a 4-D map with more elements than this
-            (default 2**24, 64 MiB in float32) under ``norm`` ``'standardize'`` or
-            ``'none'`` is compared a few images at a time, each block recomputed
+            (default 2**24, 64 MiB in float32) under ``norm`` ``'standardize'``,
+            ``'standardize_image'`` or ``'none'`` is compared a few images at a time, each block recomputed
             on its own in the backward pass: no full-size float32 intermediate
             exists, only one block's (the channel statistics are gathered over
             all blocks first). Same value and gradients to float32 rounding.
             ``None``: never.
+        foreground_weight: ``None`` (default): every position of a map weighs the
+            same. A number: positions inside ground-truth boxes are weighted so that
+            every box counts equally (FGD's ``1 / area`` mask), the background in a
+            term of its own weighted ``background_weight``; the loss is then
+            ``loss_weight * (foreground_weight * fg + background_weight * bg)``, both
+            weighted means (see :mod:`.foreground_weights`). Normalisation statistics
+            stay over all positions. 4-D maps only; the boxes come from the batch.
+        background_weight: the background term's weight under ``foreground_weight``.
 
     Shapes:
         student ``(N, C_s, H_s, W_s)``, teacher ``(N, C_t, H_t, W_t)`` (or token
@@ -92,7 +102,9 @@ class VkDLoss(nn.Module):
                  align: str = 'student_to_teacher',
                  recompute: bool = True,
                  channel_dim: Optional[int] = None,
-                 chunk_elements: Optional[int] = CHUNK_ELEMENTS):
+                 chunk_elements: Optional[int] = CHUNK_ELEMENTS,
+                 foreground_weight: Optional[float] = None,
+                 background_weight: float = 0.5):
         super().__init__()
         _check_choice('norm', norm, NORMS)
         _check_choice('norm_side', norm_side, NORM_SIDES)
@@ -115,6 +127,19 @@ class VkDLoss(nn.Module):
                              f'element count (a whole number such as 2**24), or None to '
                              f'compare every map whole')
         self.chunk_elements = chunk_elements
+        if foreground_weight is not None:
+            foreground_weight = check_loss_weight(foreground_weight, 'VkDLoss: foreground_weight')
+            if channel_dim is not None:
+                raise ValueError('VkDLoss: foreground_weight weights the positions of '
+                                 '(N, C, H, W) maps by ground-truth boxes; it does not apply '
+                                 'to features with channel_dim set (tokens, queries)')
+        self.foreground_weight = foreground_weight
+        if norm == 'standardize_image' and channel_dim is not None:
+            raise ValueError("VkDLoss: norm='standardize_image' standardises each image's "
+                             "positions; with channel_dim set the features are compared as "
+                             "rows without images. Use norm='standardize'")
+        self.background_weight = check_loss_weight(background_weight,
+                                                   'VkDLoss: background_weight')
 
         if projection == 'orthogonal':
             self.projector = OrthogonalProjector(
@@ -164,9 +189,11 @@ class VkDLoss(nn.Module):
             return self.projector.weight.float()
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor,
-                weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+                weight: Optional[torch.Tensor] = None,
+                boxes: Optional[GroundTruthBoxes] = None) -> torch.Tensor:
         """``weight``: :meth:`projector_weight`, if the caller computed it already
-        (the distiller does, ahead of the forward passes)."""
+        (the distiller does, ahead of the forward passes). ``boxes``: the batch's
+        ground-truth boxes, needed with ``foreground_weight``."""
         teacher = teacher.detach()
         if self.channel_dim is not None:
             student, teacher = self._as_rows(student, teacher)
@@ -176,18 +203,42 @@ class VkDLoss(nn.Module):
         if weight is None:
             # The orthogonal map (a QR) runs once per step, outside the recomputed part.
             weight = self.projector_weight()
+        positions = self._position_weights(student, teacher, boxes)
         if self.recompute and torch.is_grad_enabled() and (
                 student.requires_grad or any(p.requires_grad for p in self.parameters())):
             blocks = self._blocks(student, teacher)
             if blocks > 1:
-                return self._compare_in_blocks(student, teacher, weight, blocks)
-            return checkpoint(self._compare, student, teacher, weight, use_reentrant=False)
-        return self._compare(student, teacher, weight)
+                return self._compare_in_blocks(student, teacher, weight, blocks, positions)
+            return checkpoint(self._compare, student, teacher, weight, positions,
+                              use_reentrant=False)
+        return self._compare(student, teacher, weight, positions)
+
+    def _position_weights(self, student: torch.Tensor, teacher: torch.Tensor,
+                          boxes: Optional[GroundTruthBoxes]) -> Optional[torch.Tensor]:
+        """``(N, 1, h, w)`` weights of the compared positions under
+        ``foreground_weight``, ``loss_weight`` and the channel mean folded in; else
+        ``None`` (a plain mean)."""
+        if self.foreground_weight is None:
+            return None
+        if student.dim() != 4:
+            raise ValueError(f'VkDLoss: foreground_weight needs (N, C, H, W) maps, got '
+                             f'student {tuple(student.shape)}')
+        if boxes is None:
+            raise ValueError('VkDLoss: foreground_weight is set, and no ground-truth '
+                             'boxes were passed (the distiller passes the batch\'s)')
+        if len(boxes.boxes) != student.shape[0]:
+            raise ValueError(f'VkDLoss: {len(boxes.boxes)} images of boxes for a batch of '
+                             f'{student.shape[0]} maps')
+        compared = (student if self.align == 'teacher_to_student' else teacher).shape[-2:]
+        return self.loss_weight * position_weights(
+            boxes, tuple(compared), self.teacher_channels, self.foreground_weight,
+            self.background_weight, device=student.device)
 
     def _blocks(self, student: torch.Tensor, teacher: torch.Tensor) -> int:
         """How many blocks of images to compare a pair of maps in (1: whole)."""
         if (self.chunk_elements is None or self.channel_dim is not None
-                or student.dim() != 4 or self.norm not in ('standardize', 'none')):
+                or student.dim() != 4
+                or self.norm not in ('standardize', 'standardize_image', 'none')):
             return 1
         return min(student.shape[0],
                    math.ceil(self._compared_elements(student, teacher) / self.chunk_elements))
@@ -202,9 +253,11 @@ class VkDLoss(nn.Module):
                 if self.norm == 'standardize' and self.norm_side in ('both', side)]
 
     def _compare_in_blocks(self, student: torch.Tensor, teacher: torch.Tensor, weight,
-                           blocks: int) -> torch.Tensor:
-        """:meth:`_compare` a few images at a time (see ``chunk_elements``)."""
+                           blocks: int, positions: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """:meth:`_compare` a few images at a time (see ``chunk_elements``). Per-image
+        standardisation needs no statistics across blocks: each block does its own."""
         s_blocks, t_blocks = student.chunk(blocks), teacher.chunk(blocks)
+        p_blocks = positions.chunk(blocks) if positions is not None else [None] * len(s_blocks)
         sides = self._standardized_sides()
         stats = dict(student=(None, None), teacher=(None, None))
         if 'student' in sides:
@@ -217,8 +270,10 @@ class VkDLoss(nn.Module):
                     channel_moments(self._aligned(s, t)[1].float())
                     for s, t in zip(s_blocks, t_blocks)])
         total = sum(checkpoint(self._block_loss_sum, s, t, weight, *stats['student'],
-                               *stats['teacher'], use_reentrant=False)
-                    for s, t in zip(s_blocks, t_blocks))
+                               *stats['teacher'], p, use_reentrant=False)
+                    for s, t, p in zip(s_blocks, t_blocks, p_blocks))
+        if positions is not None:  # (the weights hold loss_weight and the mean's divisor)
+            return total
         return self.loss_weight * total / self._compared_elements(student, teacher)
 
     def _projected(self, student: torch.Tensor, teacher: torch.Tensor, weight):
@@ -237,20 +292,28 @@ class VkDLoss(nn.Module):
     def _projected_moments(self, student, teacher, weight):
         return channel_moments(self._projected(student, teacher, weight)[0])
 
-    def _block_loss_sum(self, student, teacher, weight, s_mean, s_rstd, t_mean, t_rstd):
-        """One block's summed loss, standardised with the whole batch's statistics."""
-        projected, teacher, _ = self._projected(student, teacher, weight)
+    def _block_loss_sum(self, student, teacher, weight, s_mean, s_rstd, t_mean, t_rstd,
+                        positions=None):
+        """One block's summed loss (weighted by ``positions`` if given), standardised
+        with the whole batch's statistics, or per image."""
+        projected, teacher, cdim = self._projected(student, teacher, weight)
+        per_image = self.norm == 'standardize_image'
         with torch.autocast(projected.device.type, enabled=False):
             if s_mean is not None:
                 # (x - mean) * rstd as one pass, x * rstd + (-mean * rstd)
                 projected = torch.addcmul(-s_mean * s_rstd, projected, s_rstd)
+            elif per_image and self.norm_side in ('both', 'student'):
+                projected = normalize(projected, self.norm, cdim)
             target = teacher.float()
             if t_mean is not None:
                 # no gradient on this side: the scaling in place, on the new difference
                 target = (target - t_mean).mul_(t_rstd)
-            return LOSSES[self.loss_name](projected, target, reduction='sum')
+            elif per_image and self.norm_side in ('both', 'teacher'):
+                target = normalize(target, self.norm, cdim)
+            return _reduce(self.loss_name, projected, target, positions)
 
-    def _compare(self, student: torch.Tensor, teacher: torch.Tensor, weight) -> torch.Tensor:
+    def _compare(self, student: torch.Tensor, teacher: torch.Tensor, weight,
+                 positions: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Align, project, normalise and compare: the whole float32 side of the loss."""
         projected, teacher, cdim = self._projected(student, teacher, weight)
         with torch.autocast(projected.device.type, enabled=False):
@@ -259,12 +322,26 @@ class VkDLoss(nn.Module):
             target = teacher.float()
             if self.norm_side in ('both', 'teacher'):
                 target = normalize(target, self.norm, cdim)
+            if positions is not None:  # (the weights hold loss_weight and the mean's divisor)
+                return _reduce(self.loss_name, projected, target, positions)
             return self.loss_weight * LOSSES[self.loss_name](projected, target)
 
     def extra_repr(self) -> str:
+        fg = ('' if self.foreground_weight is None else
+              f', foreground_weight={self.foreground_weight}, '
+              f'background_weight={self.background_weight}')
         return (f'norm={self.norm} ({self.norm_side}), loss={self.loss_name}, '
                 f'loss_weight={self.loss_weight}, align={self.align}, recompute={self.recompute}, '
-                f'chunk_elements={self.chunk_elements}')
+                f'chunk_elements={self.chunk_elements}{fg}')
+
+
+def _reduce(loss_name: str, prediction: torch.Tensor, target: torch.Tensor,
+            positions: Optional[torch.Tensor]) -> torch.Tensor:
+    """The element-wise loss summed, each position weighted by ``positions``
+    (``(N, 1, h, w)``) when given."""
+    if positions is None:
+        return LOSSES[loss_name](prediction, target, reduction='sum')
+    return (LOSSES[loss_name](prediction, target, reduction='none') * positions).sum()
 
 
 def check_loss_weight(value, where: str) -> float:
