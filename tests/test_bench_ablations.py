@@ -59,3 +59,34 @@ def test_each_ablation_changes_what_its_label_says_and_nothing_else():
                'vkd_p3_p5': ['model.taps'], 'vkd_backbone_neck': ['model.taps']}
     for method, paths in differs.items():
         assert without(cfgs[method], *paths) == without(vkd, *paths), method
+
+
+def test_each_head_and_foreground_variant_changes_its_taps_or_options_and_trains():
+    """The variants that distil the head towers, weight the boxes or standardise per
+    image: only the taps or the tap options differ from the defaults, and each
+    builds on the benchmark's Lite0/Lite2 pair and takes a training step."""
+    import torch
+    from mmdet.registry import MODELS
+    from helpers import detection_batch
+    variants = ('vkd_head', 'vkd_neck_head', 'vkd_neck_fg', 'vkd_head_fg', 'vkd_image_norm')
+    cfgs = configs('vkd', *variants)
+    head = [dict(module='bbox_head.cls_convs', loss_weight=2.0),
+            dict(module='bbox_head.reg_convs', loss_weight=2.0)]
+    fg = dict(foreground_weight=1.0, background_weight=0.5)
+    assert cfgs['vkd_head']['model']['taps'] == head
+    assert cfgs['vkd_neck_head']['model']['taps'] == ['neck'] + head
+    assert cfgs['vkd_neck_fg']['model']['tap_defaults'] == fg
+    assert (cfgs['vkd_head_fg']['model']['taps'], cfgs['vkd_head_fg']['model']['tap_defaults']) \
+        == (head, fg)
+    assert cfgs['vkd_image_norm']['model']['tap_defaults'] == dict(norm='standardize_image')
+    for method in variants:
+        assert without(cfgs[method], 'model.taps', 'model.tap_defaults') == \
+            without(cfgs['vkd'], 'model.taps', 'model.tap_defaults'), method
+        model_cfg = dict(cfgs[method]['model'], teacher_ckpt=None, probe_size=(128, 128))
+        model = MODELS.build(model_cfg).train()
+        inputs, samples = detection_batch(model, size=128)
+        for sample in samples:  # face-mask's 3 classes
+            sample.gt_instances.labels %= 3
+        losses = model.loss(inputs, samples)
+        vkd = {k: v for k, v in losses.items() if k.startswith('loss_vkd')}
+        assert vkd and all(torch.isfinite(v) and v > 0 for v in vkd.values()), (method, vkd)

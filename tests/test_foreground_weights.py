@@ -143,6 +143,7 @@ def test_per_image_standardisation_uses_each_images_own_statistics():
     tokens = x.flatten(2).transpose(1, 2)  # (N, L, C)
     torch.testing.assert_close(standardize_per_image(tokens, -1),
                                got.flatten(2).transpose(1, 2), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(standardize_per_image(x[:, :, :1, :1]), torch.zeros(3, 4, 1, 1))
     with pytest.raises(ValueError, match='have no positions per image'):
         standardize_per_image(torch.randn(4, 8), -1)
 

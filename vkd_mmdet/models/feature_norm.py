@@ -69,8 +69,9 @@ def standardize_per_image(x: torch.Tensor, channel_dim: int = 1,
                          f"features of shape {tuple(x.shape)} with channels in dim "
                          f"{channel_dim} have no positions per image (give (N, C, H, W) maps "
                          f"or (N, L, C) tokens)")
-    if cdim == 1 and x.dim() > 2:
-        # instance norm is this very formula as one fused kernel
+    if cdim == 1 and x[0, 0].numel() > 1:
+        # instance norm is this very formula as one fused kernel (it refuses maps of
+        # one position, e.g. P7 of a small image, where the formula gives zeros)
         return F.instance_norm(x, eps=eps)
     dims = tuple(d for d in range(1, x.dim()) if d != cdim)
     var, mean = torch.var_mean(x, dim=dims, correction=0, keepdim=True)
