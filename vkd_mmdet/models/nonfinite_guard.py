@@ -8,14 +8,23 @@ Without loss scaling nothing skips, and one NaN step puts NaN into every weight.
 own losses and for the distillation terms:
 
 * under loss scaling, a non-finite step is passed on so that the scaler skips
-  it (its gradient is made non-finite on every parameter, so no weight moves
-  even where the NaN would not have reached a gradient), counted and logged;
-  training stops only after ``max_consecutive`` such steps in a row;
-* without loss scaling, training stops at once, before the weights change.
+  it: a NaN term reaches a parameter's gradient, so the scaler skips the step even
+  where the non-finite loss itself would not have reached a gradient, and (under
+  DDP) the gradients' all-reduce carries it to every rank. The forward pass has
+  already folded the step's activations into BatchNorm's running statistics;
+  they are put back (:class:`BufferSnapshot`), so a skipped step leaves the
+  student, its buffers and an EMA of them (RTMDet's ``EMAHook(update_buffers=True)``)
+  as they were. All of this happens on the device, without waiting for the verdict
+  on the host: the step is counted, logged, and training stopped after
+  ``max_consecutive`` such steps in a row, when the next step starts (by then the
+  verdict was read back without a wait);
+* without loss scaling, training stops at once, before the weights change: that
+  needs the verdict on the host before the optimizer step, one round trip a step.
 
 Under DDP the verdict is all-reduced, so every rank skips or stops together.
 """
 import math
+from collections import defaultdict
 from typing import Dict, List, Optional
 
 import torch
@@ -46,6 +55,44 @@ def _describe(losses: Dict[str, List[torch.Tensor]]) -> Dict[str, List[float]]:
             for k, vs in losses.items()}
 
 
+class BufferSnapshot:
+    """A copy of the buffers a training forward pass updates (the running statistics
+    and counters of BatchNorm layers in training mode), put back on the device where a
+    flag says so, in a few kernels whatever the number of buffers: one flat tensor per
+    dtype. (Other buffers, and those of frozen BatchNorm layers, do not change in a
+    forward pass; the latter are saved for the backward pass and must not be written.)"""
+
+    def __init__(self):
+        self._buffers: Dict[torch.dtype, List[torch.Tensor]] = {}
+        self._saved: Dict[torch.dtype, torch.Tensor] = {}
+
+    def take(self, module: nn.Module) -> None:
+        groups = defaultdict(list)
+        for layer in module.modules():
+            if (isinstance(layer, nn.modules.batchnorm._NormBase) and layer.training
+                    and layer.track_running_stats):
+                for buf in layer.buffers(recurse=False):
+                    groups[buf.dtype].append(buf)
+        self._buffers = dict(groups)
+        self._saved = {dtype: torch.cat([b.detach().reshape(-1) for b in bufs])
+                       for dtype, bufs in groups.items()}
+
+    def restore_where(self, keep_new: torch.Tensor) -> None:
+        """Put the saved values back unless ``keep_new`` (a 0-d bool on the buffers'
+        device) is true; the new values may be NaN."""
+        with torch.no_grad():
+            for dtype, bufs in self._buffers.items():
+                new = torch.cat([b.reshape(-1) for b in bufs])
+                chosen = torch.where(keep_new, new, self._saved[dtype])
+                # Through `.data`: autograd saved the running statistics with batch norm's
+                # inputs (its backward reads them in eval mode only), and a write through
+                # the tensors themselves would fail the backward's version check.
+                torch._foreach_copy_([b.data for b in bufs],
+                                     [v.view_as(b) for v, b in
+                                      zip(chosen.split([b.numel() for b in bufs]), bufs)])
+        self._buffers, self._saved = {}, {}
+
+
 class NonFiniteGuard:
     """Decides, once per step and for all ranks, whether a step with a
     non-finite loss is skipped (under loss scaling) or stops training.
@@ -63,47 +110,103 @@ class NonFiniteGuard:
         self.max_consecutive = int(max_consecutive)
         self.consecutive = 0
         self.skipped = 0
+        self.buffers = BufferSnapshot()
+        self._pending = None  # the last scaled step's verdict, read when the next starts
+
+    def before_forward(self, model: nn.Module, device_type: str) -> None:
+        """Settle the previous step's verdict; under loss scaling, snapshot the
+        buffers the student's forward pass is about to update."""
+        self.settle()
+        if loss_scaling_active(device_type):
+            self.buffers.take(model)
 
     def check(self, student: LossDict, distill: LossDict, model: nn.Module,
               device_type: str) -> Optional[torch.Tensor]:
-        """``None`` when every loss is finite; on a step to skip, a NaN term that
-        reaches every trainable parameter of ``model`` (add it to the loss).
-        Raises ``FloatingPointError`` when training must stop."""
+        """Under loss scaling: a term to add to the loss, zero when every loss is
+        finite and NaN (through one parameter) when not; the buffers are restored
+        on a non-finite step. Without: ``None`` when every loss is finite; raises
+        ``FloatingPointError`` when not (and when a scaled streak is too long, at
+        the next step)."""
         student_vals, distill_vals = _loss_values(student), _loss_values(distill)
         flags = torch.stack([
             _all_finite(student_vals, device_type), _all_finite(distill_vals, device_type)])
         if is_distributed():
-            all_reduce(flags, op='min')
-        student_ok, distill_ok = (bool(f) for f in flags.tolist())
-        if student_ok and distill_ok:
+            all_reduce(flags, op='min')  # (NCCL: queued on the device, no host wait)
+        if not loss_scaling_active(device_type):
+            student_ok, distill_ok = (bool(f) for f in flags.tolist())
+            if not (student_ok and distill_ok):
+                self._stop(student_ok, distill_ok, student_vals, distill_vals, scaled=False)
             self.consecutive = 0
             return None
+        ok = flags.min() > 0
+        self.buffers.restore_where(ok)
+        self._pending = _Verdict(flags, student_vals, distill_vals)
+        param = next(p for p in model.parameters() if p.requires_grad)
+        return torch.where(ok, 0.0, float('nan')) * param.sum()
 
+    def settle(self) -> None:
+        """Count (and log, or stop on) the last scaled step's verdict, if any."""
+        if self._pending is None:
+            return
+        verdict, self._pending = self._pending, None
+        student_ok, distill_ok = verdict.read()
+        if student_ok and distill_ok:
+            self.consecutive = 0
+            return
         self.consecutive += 1
-        which = ' and '.join(name for name, ok in (("the student's own losses", student_ok),
-                                                  ('the distillation terms', distill_ok))
-                             if not ok)
-        local = {k: v for k, v in {**_describe(student_vals), **_describe(distill_vals)}.items()
-                 if not all(map(math.isfinite, v))}
-        bad = f'{local}' if local else 'all finite here, non-finite on another rank'
-        scaled = loss_scaling_active(device_type)
-        if not scaled or self.consecutive >= self.max_consecutive:
-            why = (f'for {self.consecutive} steps in a row under fp16 loss scaling '
-                   f'(max_nonfinite_steps={self.max_consecutive})' if scaled else
-                   'and no loss scaling is active to skip the step')
-            raise FloatingPointError(
-                f"VkDDistiller: {which} are non-finite on some rank {why} (rank "
-                f"{get_rank()}: {bad}); stopping before the weights become NaN. The last "
-                f"checkpoint is intact: lower the learning rate (or enable gradient "
-                f"clipping), check the data, and --resume.")
+        if self.consecutive >= self.max_consecutive:
+            self._stop(student_ok, distill_ok, verdict.student, verdict.distill, scaled=True)
         self.skipped += 1
         MMLogger.get_current_instance().warning(
-            f'VkDDistiller: {which} are non-finite on some rank (rank {get_rank()}: '
-            f'{bad}); under fp16 loss scaling the GradScaler skips this step and lowers '
-            f'its scale ({self.consecutive} in a row, {self.skipped} skipped in all; '
-            f'training stops at {self.max_consecutive} in a row).')
-        # Every gradient becomes NaN, so the scaler skips the whole step for sure.
-        return _nan_through(model)
+            f'VkDDistiller: {_which(student_ok, distill_ok)} were non-finite on some rank '
+            f'(rank {get_rank()}: {_bad(verdict.student, verdict.distill)}); under fp16 loss '
+            f'scaling the GradScaler skipped that step and lowered its scale, and the '
+            f'buffers were restored ({self.consecutive} in a row, {self.skipped} skipped in '
+            f'all; training stops at {self.max_consecutive} in a row).')
+
+    def _stop(self, student_ok, distill_ok, student_vals, distill_vals, scaled: bool):
+        why = (f'for {self.consecutive} steps in a row under fp16 loss scaling '
+               f'(max_nonfinite_steps={self.max_consecutive})' if scaled else
+               'and no loss scaling is active to skip the step')
+        raise FloatingPointError(
+            f"VkDDistiller: {_which(student_ok, distill_ok)} are non-finite on some rank "
+            f"{why} (rank {get_rank()}: {_bad(student_vals, distill_vals)}); stopping before "
+            f"the weights become NaN. The last checkpoint is intact: lower the learning rate "
+            f"(or enable gradient clipping), check the data, and --resume.")
+
+
+class _Verdict:
+    """One step's all-ranks flags, on their way to the host without a wait: on CUDA a
+    non-blocking copy into pinned memory and an event, read when the next step starts
+    (the GradScaler's own check of that step has waited for them by then)."""
+
+    def __init__(self, flags: torch.Tensor, student, distill):
+        self.student = {k: [v.detach() for v in vs] for k, vs in student.items()}
+        self.distill = {k: [v.detach() for v in vs] for k, vs in distill.items()}
+        self._event = None
+        if flags.is_cuda:
+            self._host = torch.empty(flags.shape, dtype=flags.dtype, pin_memory=True)
+            self._host.copy_(flags, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        else:
+            self._host = flags
+
+    def read(self):
+        if self._event is not None:
+            self._event.synchronize()
+        return tuple(bool(f) for f in self._host.tolist())
+
+
+def _which(student_ok: bool, distill_ok: bool) -> str:
+    return ' and '.join(name for name, ok in (("the student's own losses", student_ok),
+                                              ('the distillation terms', distill_ok)) if not ok)
+
+
+def _bad(student_vals, distill_vals) -> str:
+    local = {k: v for k, v in {**_describe(student_vals), **_describe(distill_vals)}.items()
+             if not all(map(math.isfinite, v))}
+    return f'{local}' if local else 'all finite here, non-finite on another rank'
 
 
 def _all_finite(values: Dict[str, List[torch.Tensor]], device_type: str) -> torch.Tensor:
@@ -111,8 +214,3 @@ def _all_finite(values: Dict[str, List[torch.Tensor]], device_type: str) -> torc
     if not flat:
         return torch.ones((), device=device_type if device_type != 'cpu' else None)
     return torch.isfinite(torch.stack(flat)).all().float()
-
-
-def _nan_through(model: nn.Module) -> torch.Tensor:
-    params = [p for p in model.parameters() if p.requires_grad]
-    return sum(p.sum() for p in params) * float('nan')

@@ -80,7 +80,9 @@ class VkDDistiller(BaseDetector):
         teacher_ckpt: local path or URL of the teacher's weights, loaded now.
             ``None`` keeps the teacher randomly initialised (tests only).
         taps: which features to distil, e.g. ``['neck']`` (all FPN levels, the
-            default), ``['backbone', 'neck']``, ``'backbone[3]'`` or dicts with
+            default), ``['backbone', 'neck']``, ``'backbone[3]'``, a dense head's
+            tower ``'bbox_head.cls_convs'`` (one level per call: see
+            :mod:`.feature_recorder`) or dicts with
             ``name``, ``module`` or ``student``/``teacher``, ``levels`` or
             ``student_levels``/``teacher_levels``, ``level_reduction`` (``'mean'``,
             the default, or ``'sum'`` over the tap's levels) and :class:`VkDLoss` options.
@@ -92,10 +94,12 @@ class VkDDistiller(BaseDetector):
             counts and level counts off both models.
         max_nonfinite_steps: under fp16 loss scaling a step whose student or
             distillation loss is NaN/Inf is skipped (the ``GradScaler`` skips it
-            and lowers its scale, as in stock MMDetection), counted in
-            ``vkd_nonfinite_steps``; training stops after this many such steps
-            in a row. Without loss scaling it stops at the first one, before the
-            weights change. See :mod:`vkd_mmdet.models.nonfinite_guard`.
+            and lowers its scale, as in stock MMDetection; the BatchNorm buffers
+            its forward pass changed are restored), counted in
+            ``vkd_nonfinite_steps`` from the next step on; training stops after
+            this many such steps in a row. Without loss scaling it stops at the
+            first one, before the weights change. See
+            :mod:`vkd_mmdet.models.nonfinite_guard`.
     """
 
     def __init__(self,
@@ -256,6 +260,7 @@ class VkDDistiller(BaseDetector):
         # The record_function ranges name, in a torch profile, the time and
         # memory of the teacher, the student and each tap's distillation.
         weight = float(self.distill_weight)
+        self.nonfinite.before_forward(self, batch_inputs.device.type)
         if weight != 0.0:
             # The projections' orthogonal maps start first (on CUDA, beside the
             # forward passes; see maps_ahead.py).
@@ -287,6 +292,7 @@ class VkDDistiller(BaseDetector):
             if spec.level_reduction == 'mean':
                 total = total / len(tap_losses)
             distill[f'loss_vkd_{spec.key}'] = total * weight
+        # (under fp16 loss scaling a zero, or NaN on a step for the GradScaler to skip)
         skip = self.nonfinite.check(losses, distill, self, batch_inputs.device.type)
         if skip is not None:
             first = next(iter(distill))
