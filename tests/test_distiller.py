@@ -258,3 +258,28 @@ def test_a_coco_teacher_distils_into_a_student_with_other_classes(small_pair):
     losses = model.loss(inputs, samples)
     assert model.teacher.bbox_head.num_classes == 80 and model.student.bbox_head.num_classes == 3
     assert losses['loss_vkd_neck'].item() > 0 and all(torch.isfinite(v).all() for v in losses['loss_cls'])
+
+
+def test_hooks_and_tools_that_reach_into_the_detector_find_the_students_parts(small_pair):
+    """YOLOX's mode switch sets `model.bbox_head.use_l1`; SetEpochInfoHook calls
+    `model.set_epoch`; tools read `model.backbone`: they get the student's."""
+    model = build(small_pair)
+    assert model.bbox_head is model.student.bbox_head
+    assert model.backbone is model.student.backbone and model.neck is model.student.neck
+    model.bbox_head.use_l1 = True
+    assert model.student.bbox_head.use_l1 is True
+    assert model.with_neck and model.with_bbox
+    model.student.set_epoch = lambda epoch: setattr(model.student, 'epoch', epoch)
+    model.set_epoch(3)
+    assert model.student.epoch == 3
+    # the distiller's own attributes stay its own
+    assert model.teacher is not model.student and model.data_preprocessor is model.student.data_preprocessor
+    with pytest.raises(AttributeError, match=r"no attribute 'roi_head', nor has its student "
+                                             r"\(RetinaNet\)"):
+        model.roi_head
+
+
+def test_a_zero_term_for_a_tap_without_parameters_is_made_on_the_batchs_device():
+    from vkd_mmdet.models.vkd_distiller import _zero_like_params
+    zero = _zero_like_params(torch.nn.Identity(), torch.device('meta'))
+    assert zero.device.type == 'meta' and zero.dim() == 0

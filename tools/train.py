@@ -78,6 +78,8 @@ def build_config(args) -> Config:
             cfg.optim_wrapper.loss_scale = 'dynamic'
         else:
             cfg.optim_wrapper.type = 'CPUAmpOptimWrapper'  # bf16 autocast, no scaling
+    if not torch.cuda.is_available():
+        amp_on_cpu(cfg)
 
     if args.auto_scale_lr:
         if 'auto_scale_lr' in cfg and 'enable' in cfg.auto_scale_lr and \
@@ -96,6 +98,22 @@ def build_config(args) -> Config:
         cfg.resume = True
         cfg.load_from = args.resume
     return cfg
+
+
+def amp_on_cpu(cfg: Config) -> None:
+    """An ``AmpOptimWrapper`` in the config (mmdet's ``*amp*`` configs) on a machine
+    without a GPU, where mmengine's wrapper refuses to run: the plugin's
+    ``CPUAmpOptimWrapper``, as ``--amp`` picks there (bf16 autocast, unless the config
+    names a dtype)."""
+    optim = cfg.get('optim_wrapper') or {}
+    if optim.get('type') != 'AmpOptimWrapper':
+        return
+    optim['type'] = 'CPUAmpOptimWrapper'
+    if optim.get('dtype') in (None, 'float32'):
+        optim['dtype'] = 'bfloat16'
+    print(f"train.py: the config's AmpOptimWrapper needs a GPU, and there is none: "
+          f"using CPUAmpOptimWrapper ({optim['dtype']} autocast"
+          f"{', fp16 loss scaling' if optim['dtype'] == 'float16' else ''}) instead")
 
 
 def setup_cpu_distributed(cfg: Config) -> None:

@@ -39,13 +39,18 @@ def student_config(cfg: Config) -> Config:
         plain.pop(key, None)
     # Our own hooks need the plugin; a plain MMDetection process has no use for them.
     plain['custom_hooks'] = [h for h in plain.get('custom_hooks', []) or []
-                             if h.get('type') not in _plugin_hook_names()]
+                             if not _is_plugin_hook(h.get('type'))]
     return Config(plain)
 
 
-def _plugin_hook_names():
-    from .hooks import __all__ as hook_names
-    return set(hook_names)
+def _is_plugin_hook(hook_type) -> bool:
+    """Whether a hook type (a registered name or a class) is one of this plugin's.
+    Looked up in MMDetection's registry, where the plugin's import put its hooks, so
+    that this module imports nothing of the plugin's (its hooks import it)."""
+    if isinstance(hook_type, str):
+        from mmdet.registry import HOOKS
+        hook_type = HOOKS.get(hook_type)
+    return getattr(hook_type, '__module__', '').startswith(__package__ + '.')
 
 
 def _plain(obj):

@@ -249,6 +249,23 @@ class VkDDistiller(BaseDetector):
             for s, t in zip(s_feats, t_feats)
         ])
 
+    def __getattr__(self, name: str):
+        # Stock hooks, tools and user code reach into "the detector": YOLOX's mode
+        # switch sets `model.bbox_head.use_l1`, SetEpochInfoHook calls
+        # `model.set_epoch(...)`. What the distiller lacks, it takes from its student.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            student = self.__dict__.get('_modules', {}).get('student')
+            if student is None or name.startswith('__'):
+                raise
+            try:
+                return getattr(student, name)
+            except AttributeError:
+                raise AttributeError(f"'{type(self).__name__}' object has no attribute "
+                                     f"'{name}', nor has its student "
+                                     f"({type(student).__name__})") from None
+
     def _apply(self, fn, *args, **kwargs):
         # Move/cast the (unregistered) teacher together with the student.
         super()._apply(fn, *args, **kwargs)
