@@ -79,3 +79,17 @@ def test_blocks_hold_no_full_size_float32_map():
 def test_chunk_elements_must_be_a_positive_whole_number(bad):
     with pytest.raises(ValueError, match=rf'chunk_elements={bad!r}; give a positive element count'):
         VkDLoss(8, 8, chunk_elements=bad)
+
+
+def test_the_teachers_statistics_pass_resizes_nothing():
+    """Student maps resized to the teacher's size: once per block for the student's
+    statistics and once per block for the loss; the teacher's statistics need none."""
+    torch.manual_seed(0)
+    student = torch.randn(4, 3, 8, 8, requires_grad=True)
+    teacher = torch.randn(4, 5, 16, 16)
+    loss = VkDLoss(3, 5, chunk_elements=5 * 16 * 16)
+    assert loss._blocks(student, teacher) == 4
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        loss(student, teacher)
+    resizes = [e for e in prof.events() if e.name == 'aten::upsample_bilinear2d']
+    assert len(resizes) == 2 * 4

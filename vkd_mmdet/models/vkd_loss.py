@@ -169,6 +169,13 @@ class VkDLoss(nn.Module):
                              f"and align='none'")
         return student, teacher
 
+    def _aligned_teacher(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """The teacher's side of :meth:`_aligned` alone (the student's is not needed,
+        e.g. for the teacher's statistics: resizing it would be wasted work)."""
+        if self.align != 'teacher_to_student' or student.shape[-2:] == teacher.shape[-2:]:
+            return teacher
+        return self._aligned(student, teacher)[1]
+
     def _as_rows(self, student: torch.Tensor, teacher: torch.Tensor):
         """Both sides as ``(M, C)`` rows, channels last (``channel_dim`` given)."""
         student = student.movedim(self.channel_dim, -1)
@@ -267,7 +274,7 @@ class VkDLoss(nn.Module):
         if 'teacher' in sides:
             with torch.no_grad():
                 stats['teacher'] = standardizing_stats([
-                    channel_moments(self._aligned(s, t)[1].float())
+                    channel_moments(self._aligned_teacher(s, t).float())
                     for s, t in zip(s_blocks, t_blocks)])
         total = sum(checkpoint(self._block_loss_sum, s, t, weight, *stats['student'],
                                *stats['teacher'], p, use_reentrant=False)
