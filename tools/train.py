@@ -92,12 +92,49 @@ def build_config(args) -> Config:
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
+        check_resume_checkpoint(cfg.work_dir)
     elif args.resume is not None:
         if not osp.isfile(args.resume):
             raise SystemExit(f'train.py: --resume checkpoint {args.resume} does not exist')
+        check_resume_checkpoint(osp.dirname(args.resume) or '.', args.resume)
         cfg.resume = True
         cfg.load_from = args.resume
     return cfg
+
+
+def check_resume_checkpoint(work_dir: str, path: str = None) -> None:
+    """Stop with the file's name, and the newest intact checkpoint beside it, when the
+    checkpoint to resume from (``path``, or the one ``work_dir/last_checkpoint`` names)
+    is cut short or not a checkpoint (e.g. the machine died while it was written)."""
+    import glob
+    from vkd_mmdet.checkpoint import InvalidCheckpointError, check_checkpoint_file
+    if path is None:
+        pointer = osp.join(work_dir, 'last_checkpoint')
+        if not osp.isfile(pointer):
+            return  # nothing to resume: mmengine starts afresh
+        with open(pointer) as f:
+            path = f.read().strip()
+        if not osp.isfile(path):
+            path = osp.join(work_dir, osp.basename(path))  # a moved work dir
+    try:
+        check_checkpoint_file(path)
+    except InvalidCheckpointError as exc:
+        others = sorted((p for p in glob.glob(osp.join(osp.dirname(path) or '.', '*.pth'))
+                         if osp.abspath(p) != osp.abspath(path)),
+                        key=osp.getmtime, reverse=True)
+        intact = next((p for p in others if _is_checkpoint(p)), None)
+        fix = (f'resume from the newest intact one: --resume {intact}' if intact else
+               'no intact checkpoint is beside it: start again without --resume')
+        raise SystemExit(f'train.py: cannot resume: {exc} Delete it and {fix}') from None
+
+
+def _is_checkpoint(path: str) -> bool:
+    from vkd_mmdet.checkpoint import InvalidCheckpointError, check_checkpoint_file
+    try:
+        check_checkpoint_file(path)
+        return True
+    except InvalidCheckpointError:
+        return False
 
 
 def amp_on_cpu(cfg: Config) -> None:

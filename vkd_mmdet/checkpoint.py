@@ -240,7 +240,24 @@ def check_state_dict_fits(own: Dict, state: Dict, what: str, advice: str) -> Non
     unless ``state`` fits ``own`` key for key and shape for shape."""
     differences = state_dict_differences(own, state)
     if differences:
-        raise CheckpointMismatchError(f'{what}: {differences}. {advice}')
+        prefix = prefix_hint(own, state)
+        raise CheckpointMismatchError(f'{what}: {differences}. {prefix or advice}')
+
+
+def prefix_hint(own: Dict, state: Dict) -> str:
+    """'' unless every key of ``own`` is in ``state`` under one prefix (MMRazor saves
+    its student as ``architecture.*``, a distillation run as ``student.*``): then
+    which prefix, and how to strip it."""
+    for prefix in sorted({k.split('.', 1)[0] + '.' for k in state if '.' in k}):
+        stripped = {k[len(prefix):] for k in state if k.startswith(prefix)}
+        if own and set(own) <= stripped:
+            return (f"Every key this model needs is in the checkpoint under the prefix "
+                    f"'{prefix}' (MMRazor saves its student as 'architecture.*'), which "
+                    f"the config's model lacks. Strip it into a checkpoint of its own: "
+                    f"state = torch.load(path)['state_dict']; torch.save({{'state_dict': "
+                    f"{{k[{len(prefix)}:]: v for k, v in state.items() if "
+                    f"k.startswith('{prefix}')}}}}, 'stripped.pth')")
+    return ''
 
 
 def state_dict_differences(own: Dict, state: Dict) -> str:

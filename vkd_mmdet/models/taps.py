@@ -2,7 +2,7 @@
 import inspect
 import re
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Union
+from typing import List, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -67,6 +67,10 @@ def parse_taps(taps: Union[str, dict, Sequence], defaults: Optional[dict] = None
         raise ValueError("VkDDistiller: taps is empty, so nothing would be distilled. "
                          "Give at least one tap, e.g. taps=['neck'] (every FPN level); "
                          "to train without distillation, use the student's own config.")
+    if defaults is not None and not isinstance(defaults, Mapping):
+        raise TypeError(f"VkDDistiller: tap_defaults={defaults!r} is a "
+                        f"{type(defaults).__name__}; give a dict of tap options, e.g. "
+                        f"tap_defaults=dict(norm='standardize', loss_weight=2.0)")
     base = dict(DEFAULT_TAP_LOSS, **(defaults or {}))
     base_reduction = _level_reduction(base.pop('level_reduction', DEFAULT_LEVEL_REDUCTION),
                                       'tap_defaults')
