@@ -15,7 +15,7 @@ from helpers import (ROOT, cfg_options_argv, coco128_options, load_tool, read_sc
 def readme_config(tmp_path, base: str, teacher: str):
     """The README's conversion snippet with another base config and teacher."""
     readme = (ROOT / 'README.md').read_text()
-    section = readme.split('### Turning any MMDetection config into a VkD config', 1)[1]
+    section = readme.split('## Turning any MMDetection config into a VkD config', 1)[1]
     snippet = re.search(r'```python\n(.*?)```', section, re.S).group(1)
     snippet = re.sub(r"_base_ = '[^']*'", f"_base_ = '{base}'", snippet, count=1)
     snippet = re.sub(r"teacher='[^']*'", f"teacher='{teacher}'", snippet, count=1)
