@@ -11,7 +11,7 @@ mmdet's CocoMetric on the val split after every epoch.
 Each run is a separate process (``python benchmarks/bench_facemask.py run SPEC``)
 so one failing method cannot take the others down and its peak memory is its
 own. Finished runs are cached under ``--cache`` by a hash of their full config
-and skipped on re-run, so the benchmark can be completed across sittings; each
+and skipped on re-run, so the benchmark can be completed in several goes; each
 run's result is also written to ``--out`` (committed), and ``report`` rebuilds
 the markdown report and plots from those files.
 
@@ -62,12 +62,12 @@ PROTOCOLS = {
 # epochs, distilled from the full protocol's teacher (not retrained).
 PROTOCOLS['long'] = dict(PROTOCOLS['full'], epochs=4, teacher_protocol='full')
 
-# Where students learn (issue #14): the GPU protocol. An ImageNet-pretrained
+# Where students learn: the GPU protocol. An ImageNet-pretrained
 # EfficientNet-Lite0 student (ResNet-18 from scratch stays near 1 mAP) at 640 px,
 # where face-mask's small faces are large enough to find; the Lite2 teacher
 # trains twice the student's epochs. Runs go in parallel (`jobs`), plain students
-# beside the teacher, distilled ones once it is done. Sized for the H200 machine's
-# 9 minutes (kit install and teacher included): see benchmarks/gpu_session.sh.
+# beside the teacher, distilled ones once it is done. Sized for 9 minutes of an H200
+# GPU (kit install and teacher included): see benchmarks/gpu_session.sh.
 # Validation, and a checkpoint, every `val_interval` epochs.
 # The teacher's schedule: the first GPU run trained it for 36 epochs (7.1 of the 9
 # minutes); its mAP50 was 66.3 after epoch 12, 64.4 after 24 and 65.3 after 36
@@ -81,7 +81,7 @@ PROTOCOLS['gpu'] = dict(train_images=None, val_images=None, epochs=6, student_wa
 # plain run here in NCHW layout; runs on the CPU now train channels-last, about 1.5x
 # faster), the teacher 12 epochs (8 ended +8.5 mAP50 above the plain student, short of
 # +10: results/facemask/calibration/). A checkpoint after every epoch, so that a
-# teacher of about an hour survives a sitting's end and resumes. For when no GPU is lent.
+# teacher of about an hour survives an interruption and resumes. For machines without a GPU.
 PROTOCOLS['cpu-pretrained'] = dict(train_images=None, val_images=None, epochs=3,
                                    student_warmup=50, teacher_epochs=12, scale=(416, 416),
                                    val_interval=1,

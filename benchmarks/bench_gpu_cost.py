@@ -13,7 +13,7 @@ Peak memory (``torch.cuda.max_memory_allocated``) is measured per case in a phas
 of its own, with only that case's model and optimizer on the device, so each
 figure is that case's weights, optimizer state and activations.
 
-Targets (issue #13): ``t(vkd) / (t(student) + t(teacher)) <= 1.05`` (neck only
+Targets: ``t(vkd) / (t(student) + t(teacher)) <= 1.05`` (neck only
 ``<= 1.02``) and ``peak(vkd) <= 1.15 x (peak(student) + teacher weights)``.
 Weights are random (no download here); the student is initialised as in
 training (``init_weights``), so its losses are finite.
@@ -302,7 +302,7 @@ def main(argv=None):
     parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results'))
     parser.add_argument('--append', action='store_true',
                         help='keep the configs an earlier run with the same settings wrote '
-                             'to --out (a measurement split over several device calls)')
+                             'to --out (a measurement split over several runs)')
     args = parser.parse_args(argv)
     if args.tiny:
         args.device, args.amp, args.batch, args.size = 'cpu', 'none', 2, (128, 128)

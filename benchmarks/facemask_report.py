@@ -13,7 +13,7 @@ COMMAND = {'full': 'python benchmarks/bench_facemask.py',
            'cpu-pretrained': 'python benchmarks/bench_facemask.py --protocol cpu-pretrained',
            'cpu-pretrained-long': 'python benchmarks/bench_facemask.py --protocol '
                                   'cpu-pretrained-long --methods none vkd --seeds 0 1'}
-# What a protocol must reach before its table can tell methods apart (issue #14).
+# What a protocol must reach before its table can tell methods apart.
 MIN_PLAIN_MAP = 10.0      # bbox mAP (%) of the student without distillation
 MIN_TEACHER_GAP = 10.0    # teacher's mAP50 minus the plain student's (points)
 DETECTION_LOSSES = ('loss_cls', 'loss_bbox')

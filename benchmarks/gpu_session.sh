@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The GPU measurements (issues #13 and #14) as device calls on the H200 machine, in
-# phases that share one kit install and one deadline, so a session's 15 minutes of
-# device time go to measuring:
-#   here, once:  bash benchmarks/facemask_gpu_prepare.sh       (.devkit and .devdata)
-#   then:        run(command="bash benchmarks/gpu_session.sh PHASE ...",
-#                    carry=[".devkit", ".devdata"], timeout_s=590)
+# The GPU measurements (cost of the shipped configs, the face-mask GPU protocol) on a
+# GPU machine without network access, in phases that share one kit install and one
+# deadline, so that a short stay on the machine goes to measuring:
+#   on the CPU machine, once:  bash benchmarks/facemask_gpu_prepare.sh  (.devkit, .devdata)
+#   on the GPU machine, with .devkit and .devdata copied beside the code:
+#                              bash benchmarks/gpu_session.sh PHASE ...
 # Phases, in the order given:
 #   checks          bench_cuda_distill.py --checks-only: the plugin's tensor code on CUDA
 #                   (maps ahead on a side stream, blocks against whole maps), in seconds
@@ -23,7 +23,7 @@
 #   options>.{json,md} for the variants; the .md files also beside it),
 #   facemask_gpu.tar.gz (results, report, plots and every run's log and scalars).
 # Commit them under benchmarks/results/ with the machine they name.
-#   bash benchmarks/gpu_session.sh --cpu-check PHASE ...   (here: the same at toy size)
+#   bash benchmarks/gpu_session.sh --cpu-check PHASE ...   (on a CPU: the same at toy size)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)

@@ -1,5 +1,5 @@
-"""benchmarks/bench_cuda_distill.py's checks on the CPU, so the script the GPU sessions
-run first cannot rot; they include the maps-ahead and block paths against the plain ones."""
+"""benchmarks/bench_cuda_distill.py's checks on the CPU, so the script a GPU machine
+runs first cannot rot; they include the maps-ahead and block paths against the plain ones."""
 import json
 
 from helpers import load_benchmark

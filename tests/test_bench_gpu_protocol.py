@@ -1,5 +1,5 @@
-"""The face-mask GPU protocol (issue #14) at toy size on the CPU, through the same
-script the GPU machine runs, so it cannot rot between GPU sessions: packed
+"""The face-mask GPU protocol at toy size on the CPU, through the same
+script the GPU machine runs, so it cannot rot between GPU runs: packed
 pretrained weights, the Lite0 student, parallel runs with plain students beside
 the teacher, validation every `val_interval` epochs, and the report's verdict on
 whether the protocol can tell methods apart."""
@@ -124,7 +124,7 @@ def test_the_gpu_protocol_at_toy_size(tmp_path):
 
 def test_a_run_stopped_at_a_time_limit_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
     """The GPU protocol checkpoints at every validation; a run stopped by SIGINT (the
-    device call's deadline) continues from there when the benchmark runs again, and
+    GPU run's deadline) continues from there when the benchmark runs again, and
     its result holds every validated epoch from both starts."""
     import signal
     import time
