@@ -72,6 +72,61 @@ def _row(label, runs):
     return f'| {label} | {m} | {m50} | {seeds} | {minutes} | {ratio} |'
 
 
+def paired(method_runs: list, plain_runs: list) -> dict:
+    """A method against no distillation on the seeds both finished: the per-seed
+    differences in bbox mAP points, their mean, the standard error of that mean (None
+    with one seed) and the verdict: 'gain' or 'loss' when the mean is more than twice
+    its standard error from zero, else 'tie' (or 'one seed')."""
+    plain = {r['seed']: r for r in plain_runs if not r.get('failed')}
+    both = sorted((r['seed'], r) for r in method_runs
+                  if not r.get('failed') and r['seed'] in plain)
+    diffs = [round(100 * (r['bbox_mAP'] - plain[seed]['bbox_mAP']), 1) for seed, r in both]
+    if not diffs:
+        return dict(seeds=[], diffs=[], mean=None, se=None, verdict='not run yet')
+    mean = statistics.fmean(diffs)
+    se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else None
+    if se is None:
+        verdict = 'one seed'
+    elif abs(mean) > 2 * se:
+        verdict = 'gain' if mean > 0 else 'loss'
+    else:
+        verdict = 'tie'
+    return dict(seeds=[seed for seed, _ in both], diffs=diffs, mean=mean, se=se,
+                verdict=verdict,
+                method_map=statistics.fmean(100 * r['bbox_mAP'] for _, r in both),
+                plain_map=statistics.fmean(100 * plain[seed]['bbox_mAP'] for seed, _ in both))
+
+
+PAIRED_HEADER = ['| method | seeds | bbox mAP | without distillation | per-seed difference | '
+                 'paired difference ± s.e. | distill ÷ detection loss | s / iteration |',
+                 '|---|---|---|---|---|---|---|---|']
+
+
+def paired_rows(runs: dict, methods: dict) -> list:
+    """The paired table: every distillation method with a seed in common with the
+    runs without distillation."""
+    rows = []
+    for name in methods:
+        if name == 'none' or not runs.get(name):
+            continue
+        pair = paired(runs[name], runs.get('none', []))
+        if not pair['seeds']:
+            continue
+        ok = [r for r in runs[name] if not r.get('failed') and r['seed'] in pair['seeds']]
+        ratios = [x for x in map(loss_ratio, ok) if x]
+        iters = [r['median_iter_seconds'] for r in ok if r.get('median_iter_seconds')]
+        diff = (f'{pair["mean"]:+.2f} ± {pair["se"]:.2f}: {pair["verdict"]}'
+                if pair['se'] is not None else f'{pair["mean"]:+.1f} (one seed)')
+        ratio = (f'{min(ratios):.1f}-{max(ratios):.1f}x' if len(ratios) > 1
+                 else f'{ratios[0]:.1f}x' if ratios else '–')
+        per_iter = f'{statistics.median(iters):.2f}' if iters else '–'
+        rows.append(f'| {methods[name]["label"]} | {", ".join(map(str, pair["seeds"]))} | '
+                    f'{pair["method_map"]:.2f} | {pair["plain_map"]:.2f} | '
+                    f'{", ".join(f"{d:+.1f}" for d in pair["diffs"])} | {diff} | '
+                    f'{ratio} | {per_iter} |')
+    return rows
+
+
 def conditions(teacher: dict, plain: list) -> list:
     """Report lines: does the protocol meet the two conditions under which its
     table can tell methods apart? Where it does not, it is a smoke and regression
@@ -164,6 +219,15 @@ def write_report(out: Path, protocol: str, protocols: dict, methods: dict, main_
                   f'{100 * teacher["bbox_mAP_50"]:.1f} mAP50 '
                   f'({teacher["train_seconds"] / 60:.1f} min to train).', '']
     lines += conditions(teacher, plain)
+    rows = paired_rows(runs, methods)
+    if rows:
+        lines += ['## Paired with no distillation', '',
+                  'Each method against the student without distillation on the same seeds: '
+                  'the per-seed differences in bbox mAP, their mean and its standard error. '
+                  'A difference counts (gain or loss) only when the mean is more than twice '
+                  'its standard error from zero; otherwise it is a tie. s / iteration: the '
+                  'median logged training iteration, data loading included.', '',
+                  *PAIRED_HEADER, *rows, '']
     lines += ['## Methods', ''] + HEADER
     for name in main_methods:
         lines.append(_row(methods[name]['label'], runs.get(name, [])))
