@@ -1,4 +1,4 @@
-"""How much of the teacher's FPN features a trained student's features explain.
+"""How much of the teacher's features a trained student's features explain.
 
 A diagnostic for the face-mask benchmark's question "why does VkD tie with no
 distillation here?". VkD asks the student's standardised features, mapped by a
@@ -19,13 +19,15 @@ imitation worked and the tie says the imitated features do not carry what the
 student's detection lacks; if not, the distillation did not move the features.
 
 Both detectors see the same preprocessed tensor (the student's data preprocessor,
-as in ``VkDDistiller``). Levels pair by index; a student wider than the teacher is
-refused (VkD maps the narrower side into the wider).
+as in ``VkDDistiller``). ``--tap`` picks the features as a distiller's tap does:
+``neck`` (the default: every FPN level) or a head tower such as
+``bbox_head.cls_convs`` (its output at every level). Levels pair by index; a student
+wider than the teacher is refused (VkD maps the narrower side into the wider).
 
 Usage::
 
     python benchmarks/feature_alignment.py RUN_DIR [RUN_DIR ...] [--teacher RUN_DIR]
-        [--images N] [--out F.md]
+        [--tap neck | bbox_head.cls_convs | ...] [--images N] [--out F.md]
 
 where each RUN_DIR is a cached run of ``bench_facemask.py`` (``work_dirs/bench_facemask/
 <method>_s<seed>_<key>``); the distilled ones must share one teacher.
@@ -157,21 +159,42 @@ def teacher_checkpoint(run_dirs, teacher: str = None) -> Path:
     return Path(named.pop())
 
 
-def measure(run_dirs, teacher: str = None, images: int = None, batch_size: int = 8) -> dict:
+class TapFeatures:
+    """A detector's features at a tap, as the distiller records them: ``neck`` through
+    ``extract_feat``, anything else (a head tower) through a recorder on the full
+    forward pass, one level per call."""
+
+    def __init__(self, model, tap: str):
+        from vkd_mmdet.models.feature_recorder import FeatureRecorder
+        self.model, self.tap = model, tap
+        self.recorder = None if tap == 'neck' else FeatureRecorder(model, [tap])
+
+    def __call__(self, inputs):
+        from vkd_mmdet.models.taps import feature_levels
+        if self.recorder is None:
+            return self.model.extract_feat(inputs)
+        with self.recorder.record() as out:
+            self.model._forward(inputs)
+        return feature_levels(out[self.tap], self.tap, 'model')
+
+
+def measure(run_dirs, teacher: str = None, images: int = None, batch_size: int = 8,
+            tap: str = 'neck') -> dict:
     """Per run, per level and averaged over levels, the alignment of its student with
-    the teacher (see ``teacher_checkpoint``) on the first ``images`` val images (all by
-    default)."""
+    the teacher (see ``teacher_checkpoint``) at ``tap`` on the first ``images`` val
+    images (all by default)."""
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
     import vkd_mmdet  # noqa: F401  (registers the plugin's modules)
     init_default_scope('mmdet')
     teacher_ckpt = teacher_checkpoint(run_dirs, teacher)
     teacher, _ = build_detector(config_of(teacher_ckpt.parent), teacher_ckpt)
+    teacher_feats = TapFeatures(teacher, tap)
     students = []
     for d in map(Path, run_dirs):
         config, ckpt, result = student_files(d)
         model, cfg = build_detector(config, ckpt)
-        students.append((d, result, model, cfg))
+        students.append((d, result, TapFeatures(model, tap), cfg))
     loader_cfg = dict(students[0][3].val_dataloader, batch_size=batch_size, num_workers=0,
                       persistent_workers=False)
     if images:
@@ -180,10 +203,10 @@ def measure(run_dirs, teacher: str = None, images: int = None, batch_size: int =
     moments = [None] * len(students)
     with torch.no_grad():
         for batch in loader:
-            inputs = students[0][2].data_preprocessor(batch, False)['inputs']
-            t_feats = teacher.extract_feat(inputs)
-            for i, (_, _, model, _) in enumerate(students):
-                s_feats = model.extract_feat(inputs)
+            inputs = students[0][2].model.data_preprocessor(batch, False)['inputs']
+            t_feats = teacher_feats(inputs)
+            for i, (_, _, features, _) in enumerate(students):
+                s_feats = features(inputs)
                 if moments[i] is None:
                     moments[i] = [CrossMoments() for _ in s_feats]
                 for m, s, t in zip(moments[i], s_feats, t_feats):
@@ -193,16 +216,17 @@ def measure(run_dirs, teacher: str = None, images: int = None, batch_size: int =
         per_level = [alignment(m) for m in levels]
         mean = {k: sum(l[k] for l in per_level) / len(per_level)
                 for k in ('r2_orthonormal', 'r2_linear', 'ceiling')}
-        out[d.name] = dict(method=result['method'], seed=result['seed'],
+        out[d.name] = dict(method=result['method'], seed=result['seed'], tap=tap,
                            protocol=result['protocol'], bbox_mAP=result.get('bbox_mAP'),
                            levels=per_level, mean=mean)
     return out
 
 
-def markdown(results: dict, command: str) -> str:
-    lines = ['# Feature alignment of trained students with their teacher', '',
+def markdown(results: dict, command: str, tap: str = 'neck') -> str:
+    where = 'FPN' if tap == 'neck' else f"'{tap}'"
+    lines = [f'# Feature alignment of trained students with their teacher ({tap})', '',
              f'Reproduce: `{command}`', '',
-             'Shares of the teacher\'s standardised FPN variance (val images, mean over '
+             f'Shares of the teacher\'s standardised {where} variance (val images, mean over '
              'levels) that a student\'s standardised features explain: through the best '
              'orthonormal 1x1 map (VkD\'s constraint), through the best linear map, and the '
              'most any student of that width could (see benchmarks/feature_alignment.py).', '',
@@ -229,15 +253,19 @@ def main(argv=None):
     parser.add_argument('runs', nargs='+', help='cached bench_facemask run folders')
     parser.add_argument('--teacher', help='the teacher run folder (default: the one the '
                                           'distilled runs name)')
+    parser.add_argument('--tap', default='neck',
+                        help="'neck' (default: the FPN levels) or a head tower such as "
+                             "'bbox_head.cls_convs' (every level)")
     parser.add_argument('--images', type=int, help='the first N val images (default: all)')
     parser.add_argument('--out', help='write the table here (.md) and the numbers beside it '
                                       '(.json)')
     args = parser.parse_args(argv)
-    results = measure(args.runs, args.teacher, args.images)
+    results = measure(args.runs, args.teacher, args.images, tap=args.tap)
     command = 'python benchmarks/feature_alignment.py ' + ' '.join(
         ([f'--teacher {_shown(args.teacher)}'] if args.teacher else []) +
+        ([f'--tap {args.tap}'] if args.tap != 'neck' else []) +
         ([f'--images {args.images}'] if args.images else []) + [_shown(r) for r in args.runs])
-    text = markdown(results, command)
+    text = markdown(results, command, args.tap)
     print(text)
     if args.out:
         out = Path(args.out)

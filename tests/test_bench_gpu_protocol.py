@@ -120,6 +120,17 @@ def test_the_gpu_protocol_at_toy_size(tmp_path):
             assert (l['student_channels'], l['teacher_channels']) == (64, 128)
             assert l['r2_orthonormal'] < 1 - 1e-3
             assert l['r2_orthonormal'] <= l['r2_linear'] + 1e-9 <= l['ceiling'] + 2e-9
+    # ... and at a head tower, as a head tap records it: every level, the teacher's
+    # 4-conv tower (128 channels) read at its last layer against the student's 2-conv one
+    heads = measure([teacher_dir, cache / runs['gpu-toy_vkd_s0']['key']], images=4,
+                    tap='bbox_head.cls_convs')
+    own = heads[teacher_dir.name]
+    assert len(own['levels']) == 5 and own['tap'] == 'bbox_head.cls_convs'
+    assert all(abs(l['r2_orthonormal'] - 1) < 1e-6 for l in own['levels']), own['levels']
+    student = heads[runs['gpu-toy_vkd_s0']['key']]
+    assert [(l['student_channels'], l['teacher_channels']) for l in student['levels']] == \
+        [(64, 128)] * 5
+    assert student['mean'] != alignment[runs['gpu-toy_vkd_s0']['key']]['mean']
 
 
 def test_a_run_stopped_at_a_time_limit_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
