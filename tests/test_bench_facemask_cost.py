@@ -7,10 +7,13 @@ from helpers import load_benchmark
 
 def test_small_run_times_and_measures_every_model(tmp_path):
     bench = load_benchmark('bench_facemask_cost')
-    bench.main(['--reps', '1', '--batch', '2', '--out', str(tmp_path)])
+    # (a head-tap and a neck-tap variant; the student and the teacher forwards they are
+    # set against come with them)
+    bench.main(['--reps', '1', '--batch', '2', '--out', str(tmp_path),
+                '--models', 'vkd', 'vkd_head', 'vkd_neck_fg', 'mmrazor_pkd'])
     result = json.loads((tmp_path / 'facemask_cost.json').read_text())
     models = {'student', 'teacher_forward', 'teacher_forward_head', 'vkd', 'vkd_head',
-              'vkd_neck_fg', 'vkd_image_norm', 'mmrazor_pkd'}
+              'vkd_neck_fg', 'mmrazor_pkd'}
     assert set(result['seconds_per_iter_median']) == models
     assert all(s > 0 for s in result['seconds_per_iter_median'].values())
     assert set(result['peak_rss_mib']) == models

@@ -160,7 +160,8 @@ def test_yolox_mode_switch_reaches_the_students_head(tmp_path):
 
 
 def test_rtmdet_pipeline_switch_and_buffer_ema_through_the_schedule(tmp_path):
-    runner, _, records = train_test_and_deploy(tmp_path, ROOT / 'configs' / 'vkd_rtmdet_tiny.py')
+    runner, _, records = train_test_and_deploy(tmp_path, ROOT / 'configs' / 'vkd_rtmdet_tiny.py',
+                                               epochs=2)
     switch = next(h for h in runner.hooks if type(h).__name__ == 'PipelineSwitchHook')
     assert switch._has_switched
     # the switched pipeline: large-scale jitter without Mosaic and MixUp
@@ -172,7 +173,7 @@ def test_a_stock_amp_config_trains_on_a_cpu(tmp_path, capsys):
     config = readme_config(tmp_path,
                            'mmdet::centernet/centernet-update_r18_fpn_8xb8-amp-lsj-200e_coco.py',
                            'mmdet::centernet/centernet-update_r50_fpn_8xb8-amp-lsj-200e_coco.py')
-    runner, _, _ = train_test_and_deploy(tmp_path, config, epochs=2)
+    runner, _, _ = train_test_and_deploy(tmp_path, config, epochs=1)
     assert type(runner.optim_wrapper).__name__ == 'CPUAmpOptimWrapper'
     assert "the config's AmpOptimWrapper needs a GPU, and there is none: using " \
            "CPUAmpOptimWrapper (bfloat16 autocast)" in capsys.readouterr().out
