@@ -176,6 +176,19 @@ METHODS['vkd_head_fg'] = dict(kind='distiller', tap_defaults=FOREGROUND, taps=HE
                               label='VkD variant: head towers, foreground-weighted')
 METHODS['vkd_image_norm'] = dict(kind='distiller', tap_defaults=dict(norm='standardize_image'),
                                  label='VkD variant: FPN levels, standardised per image')
+# What the head results suggest: does the head term hurt through its size (a quarter of
+# the weight), or because the student's 2nd tower layer meets the teacher's 4th (the
+# teacher's 2nd layer, at the same depth, instead)?
+METHODS['vkd_head_light'] = dict(
+    kind='distiller', tap_defaults={},
+    taps=[dict(tap, loss_weight=0.5) for tap in HEAD_TAPS],
+    label='VkD variant: head towers, weight 0.5 each')
+METHODS['vkd_head_depth'] = dict(
+    kind='distiller', tap_defaults={},
+    taps=[dict(name=f'{tower}_depth', student=f'bbox_head.{tower}',
+               teacher=f'bbox_head.{tower}.1', loss_weight=2.0)
+          for tower in ('cls_convs', 'reg_convs')],
+    label="VkD variant: head towers at the same depth (the teacher's 2nd layer)")
 ABLATION_NOTE = ("projection 'none' needs equal channel counts; the student's 64-channel "
                  "FPN cannot be compared with the teacher's 128 channels without a map, "
                  "so the 'none' rows are not applicable to this pair")

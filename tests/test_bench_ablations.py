@@ -68,7 +68,8 @@ def test_each_head_and_foreground_variant_changes_its_taps_or_options_and_trains
     import torch
     from mmdet.registry import MODELS
     from helpers import detection_batch
-    variants = ('vkd_head', 'vkd_neck_head', 'vkd_neck_fg', 'vkd_head_fg', 'vkd_image_norm')
+    variants = ('vkd_head', 'vkd_neck_head', 'vkd_neck_fg', 'vkd_head_fg', 'vkd_image_norm',
+                'vkd_head_light', 'vkd_head_depth')
     cfgs = configs('vkd', *variants)
     head = [dict(module='bbox_head.cls_convs', loss_weight=2.0),
             dict(module='bbox_head.reg_convs', loss_weight=2.0)]
@@ -79,6 +80,10 @@ def test_each_head_and_foreground_variant_changes_its_taps_or_options_and_trains
     assert (cfgs['vkd_head_fg']['model']['taps'], cfgs['vkd_head_fg']['model']['tap_defaults']) \
         == (head, fg)
     assert cfgs['vkd_image_norm']['model']['tap_defaults'] == dict(norm='standardize_image')
+    assert cfgs['vkd_head_light']['model']['taps'] == [dict(t, loss_weight=0.5) for t in head]
+    assert [(t['student'], t['teacher']) for t in cfgs['vkd_head_depth']['model']['taps']] == [
+        ('bbox_head.cls_convs', 'bbox_head.cls_convs.1'),
+        ('bbox_head.reg_convs', 'bbox_head.reg_convs.1')]
     for method in variants:
         assert without(cfgs[method], 'model.taps', 'model.tap_defaults') == \
             without(cfgs['vkd'], 'model.taps', 'model.tap_defaults'), method
