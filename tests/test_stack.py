@@ -96,7 +96,7 @@ def test_readme_conversion_snippet_is_a_working_config(tmp_path):
     from mmengine.config import Config
     from mmengine.registry import MODELS
     readme = (ROOT / 'README.md').read_text()
-    section = readme.split('### Turning any MMDetection config into a VkD config', 1)[1]
+    section = readme.split('## Turning any MMDetection config into a VkD config', 1)[1]
     snippet = re.search(r'```python\n(.*?)```', section, re.S).group(1)
     cfg_file = tmp_path / 'from_readme.py'
     cfg_file.write_text(snippet)
