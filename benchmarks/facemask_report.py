@@ -259,7 +259,8 @@ def _plots(out: Path, protocol: str, runs: dict, methods: dict, main_methods):
     names = [n for n in methods if any(not r.get('failed') for r in runs.get(n, []))]
     if not names:
         return []
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)  # 20 colours: no two methods share one
     for name in names:
         ok = [r for r in runs[name] if not r.get('failed')]
         epochs = [e['epoch'] for e in ok[0]['per_epoch']]
@@ -267,10 +268,12 @@ def _plots(out: Path, protocol: str, runs: dict, methods: dict, main_methods):
                 for i in range(len(epochs))]
         style = '-' if name in main_methods else ':'
         ax.plot(epochs, mean, style, marker='o', label=methods[name]['label'])
+    ax.set_xticks(epochs)
     ax.set_xlabel('epoch')
     ax.set_ylabel('val bbox mAP (%)')
     ax.set_title(f'Face-mask val mAP per epoch ({protocol}; mean over seeds)')
-    ax.legend(fontsize=7)
+    # beside the axes: with a dozen variants a legend inside hides the curves
+    ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     curves = out / f'map_per_epoch_{protocol}.png'
     fig.savefig(curves, dpi=100)
