@@ -260,7 +260,7 @@ def _plots(out: Path, protocol: str, runs: dict, methods: dict, main_methods):
     if not names:
         return []
     fig, ax = plt.subplots(figsize=(12, 4.5))
-    ax.set_prop_cycle(color=plt.cm.tab20.colors)  # 20 colours: no two methods share one
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)  # 20 colours: up to 20 methods, none share one
     for name in names:
         ok = [r for r in runs[name] if not r.get('failed')]
         epochs = [e['epoch'] for e in ok[0]['per_epoch']]

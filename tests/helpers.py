@@ -20,6 +20,18 @@ def data_root() -> Path:
     return root
 
 
+def readme_conversion_snippet() -> str:
+    """The config lines under the README's 'Turning any MMDetection config into a VkD
+    config' heading: the snippet users paste, read from one place by every test."""
+    import re
+    readme = (ROOT / 'README.md').read_text()
+    heading = '## Turning any MMDetection config into a VkD config'
+    if heading not in readme:
+        raise AssertionError(f'README.md has no heading {heading!r}')
+    section = readme.split(heading, 1)[1]
+    return re.search(r'```python\n(.*?)```', section, re.S).group(1)
+
+
 def coco128_options(size=256, batch=2, images=4, val_images=4):
     """--cfg-options that point a stock COCO config at coco128, small and fast."""
     coco = f'{data_root() / "coco128"}/'

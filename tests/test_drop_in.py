@@ -9,14 +9,12 @@ from mmengine.hooks import EMAHook
 from mmengine.runner import Runner
 
 from helpers import (ROOT, cfg_options_argv, coco128_options, load_tool, read_scalars,
-                     resize_options)
+                     readme_conversion_snippet, resize_options)
 
 
 def readme_config(tmp_path, base: str, teacher: str):
     """The README's conversion snippet with another base config and teacher."""
-    readme = (ROOT / 'README.md').read_text()
-    section = readme.split('## Turning any MMDetection config into a VkD config', 1)[1]
-    snippet = re.search(r'```python\n(.*?)```', section, re.S).group(1)
+    snippet = readme_conversion_snippet()
     snippet = re.sub(r"_base_ = '[^']*'", f"_base_ = '{base}'", snippet, count=1)
     snippet = re.sub(r"teacher='[^']*'", f"teacher='{teacher}'", snippet, count=1)
     path = tmp_path / 'drop_in.py'

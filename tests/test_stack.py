@@ -92,12 +92,10 @@ def test_broken_mmcv_gives_a_clear_message_not_a_deep_traceback(tmp_path):
 
 def test_readme_conversion_snippet_is_a_working_config(tmp_path):
     """The README's 'turn any config into a VkD config' lines parse and build."""
-    import re
     from mmengine.config import Config
     from mmengine.registry import MODELS
-    readme = (ROOT / 'README.md').read_text()
-    section = readme.split('## Turning any MMDetection config into a VkD config', 1)[1]
-    snippet = re.search(r'```python\n(.*?)```', section, re.S).group(1)
+    from helpers import readme_conversion_snippet
+    snippet = readme_conversion_snippet()
     cfg_file = tmp_path / 'from_readme.py'
     cfg_file.write_text(snippet)
     cfg = Config.fromfile(str(cfg_file))
