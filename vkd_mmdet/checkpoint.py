@@ -26,7 +26,8 @@ from torch import nn
 from .export import STUDENT_PREFIX, student_state_dict
 
 __all__ = ['allow_mmengine_checkpoints', 'safe_load', 'load_teacher_checkpoint',
-           'UntrustedCheckpointError', 'CheckpointMismatchError', 'InvalidCheckpointError']
+           'UntrustedCheckpointError', 'CheckpointMismatchError', 'InvalidCheckpointError',
+           'NonFiniteCheckpointError']
 
 
 class UntrustedCheckpointError(RuntimeError):
@@ -181,6 +182,14 @@ def _unpickler_error(exc: BaseException) -> str:
 def fetch(url_or_path: str, timeout: float = 15.0) -> str:
     """A local file for ``url_or_path``; URLs go to torch's hub cache once."""
     if urllib.parse.urlparse(url_or_path).scheme not in ('http', 'https'):
+        if osp.isdir(url_or_path):
+            found = sorted(f for f in os.listdir(url_or_path)
+                           if f.endswith(('.pth', '.pt', '.ckpt', '.bin', '.safetensors')))
+            inside = (f'it holds the checkpoint files {found[:10]}'
+                      f'{" ..." if len(found) > 10 else ""}; give one of them'
+                      if found else 'it holds no checkpoint file (*.pth, *.pt, *.ckpt)')
+            raise IsADirectoryError(f'checkpoint {url_or_path} is a directory, not a file: '
+                                    f'{inside}')
         if not osp.isfile(url_or_path):
             raise FileNotFoundError(f'checkpoint file {url_or_path} does not exist')
         if not os.access(url_or_path, os.R_OK):
@@ -224,15 +233,45 @@ def extract_state_dict(ckpt) -> 'OrderedDict[str, torch.Tensor]':
     return state
 
 
+class NonFiniteCheckpointError(ValueError):
+    """The checkpoint's weights or buffers hold NaN or Inf (e.g. a diverged run)."""
+
+
 def load_teacher_checkpoint(model: nn.Module, url_or_path: str, trust: bool = False) -> Dict:
-    """Load a teacher's weights strictly; fail with counts and examples on mismatch."""
+    """Load a teacher's weights strictly; fail with counts and examples on mismatch,
+    and with the tensors' names when any holds NaN or Inf. Returns the checkpoint's
+    ``meta`` (``{}`` if it has none): mmengine keeps the training set's classes in
+    ``meta['dataset_meta']``."""
     path = fetch(url_or_path)
-    state = extract_state_dict(safe_load(path, trust=trust))
+    ckpt = safe_load(path, trust=trust)
+    state = extract_state_dict(ckpt)
     check_state_dict_fits(model.state_dict(), state,
                           f'teacher checkpoint {url_or_path} does not match the teacher config',
                           'Check that `teacher` is the config this checkpoint was trained with.')
+    check_finite(state, f'teacher checkpoint {url_or_path}')
     model.load_state_dict(state, strict=True)
-    return state
+    meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
+    return dict(meta) if isinstance(meta, dict) else {}
+
+
+def nonfinite_tensors(state: Dict) -> List[str]:
+    """Names of the floating-point tensors of ``state`` that hold NaN or Inf."""
+    return [name for name, value in state.items()
+            if torch.is_tensor(value) and value.is_floating_point()
+            and not bool(torch.isfinite(value).all())]
+
+
+def check_finite(state: Dict, what: str) -> None:
+    """Raise :class:`NonFiniteCheckpointError` naming the first tensors with NaN/Inf."""
+    bad = nonfinite_tensors(state)
+    if bad:
+        counts = ', '.join(
+            f"'{name}' ({int((~torch.isfinite(state[name])).sum())} of "
+            f'{state[name].numel()} values)' for name in bad[:5])
+        raise NonFiniteCheckpointError(
+            f'{what}: {len(bad)} tensor(s) hold NaN or Inf, first {counts}. The run that '
+            f'saved it diverged, or the file is corrupted: a teacher with such weights '
+            f'gives NaN features. Use an earlier checkpoint of that run, or retrain it.')
 
 
 def check_state_dict_fits(own: Dict, state: Dict, what: str, advice: str) -> None:

@@ -10,7 +10,8 @@ from typing import List
 from mmengine.config import Config
 
 # Hooks every distillation run gets unless its config lists them already.
-VKD_DEFAULT_HOOKS = ('OrthogonalityLoggerHook', 'ResumeCheckHook', 'StudentExportHook')
+VKD_DEFAULT_HOOKS = ('OrthogonalityLoggerHook', 'ResumeCheckHook', 'StudentExportHook',
+                     'TeacherCheckHook')
 
 
 def _hook_name(hook) -> str:

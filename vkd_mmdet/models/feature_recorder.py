@@ -55,6 +55,7 @@ class FeatureRecorder:
 
     def __init__(self, model: nn.Module, paths: Iterable[str], role: str = 'model'):
         self.paths: List[str] = list(dict.fromkeys(paths))
+        self.role = role
         modules = dict(model.named_modules())
         for path in self.paths:
             if path not in modules:

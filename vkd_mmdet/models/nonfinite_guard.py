@@ -121,26 +121,31 @@ class NonFiniteGuard:
             self.buffers.take(model)
 
     def check(self, student: LossDict, distill: LossDict, model: nn.Module,
-              device_type: str) -> Optional[torch.Tensor]:
+              device_type: str, teacher: Optional[LossDict] = None) -> Optional[torch.Tensor]:
         """Under loss scaling: a term to add to the loss, zero when every loss is
         finite and NaN (through one parameter) when not; the buffers are restored
         on a non-finite step. Without: ``None`` when every loss is finite; raises
         ``FloatingPointError`` when not (and when a scaled streak is too long, at
-        the next step)."""
+        the next step). ``teacher``: the teacher's tapped features by name, so that
+        a non-finite teacher is named as the cause rather than the distillation term."""
         student_vals, distill_vals = _loss_values(student), _loss_values(distill)
+        teacher_vals = {k: list(v) for k, v in (teacher or {}).items()}
         flags = torch.stack([
-            _all_finite(student_vals, device_type), _all_finite(distill_vals, device_type)])
+            _all_finite(student_vals, device_type), _all_finite(distill_vals, device_type),
+            _all_finite(teacher_vals, device_type)])
         if is_distributed():
             all_reduce(flags, op='min')  # (NCCL: queued on the device, no host wait)
         if not loss_scaling_active(device_type):
-            student_ok, distill_ok = (bool(f) for f in flags.tolist())
-            if not (student_ok and distill_ok):
+            student_ok, distill_ok, teacher_ok = (bool(f) for f in flags.tolist())
+            if not (student_ok and distill_ok and teacher_ok):
+                if not teacher_ok:
+                    _stop_on_teacher(teacher_vals)
                 self._stop(student_ok, distill_ok, student_vals, distill_vals, scaled=False)
             self.consecutive = 0
             return None
         ok = flags.min() > 0
         self.buffers.restore_where(ok)
-        self._pending = _Verdict(flags, student_vals, distill_vals)
+        self._pending = _Verdict(flags, student_vals, distill_vals, teacher_vals)
         param = next(p for p in model.parameters() if p.requires_grad)
         return torch.where(ok, 0.0, float('nan')) * param.sum()
 
@@ -149,10 +154,13 @@ class NonFiniteGuard:
         if self._pending is None:
             return
         verdict, self._pending = self._pending, None
-        student_ok, distill_ok = verdict.read()
-        if student_ok and distill_ok:
+        student_ok, distill_ok, teacher_ok = verdict.read()
+        if student_ok and distill_ok and teacher_ok:
             self.consecutive = 0
             return
+        if not teacher_ok:
+            # (loss scaling cannot fix a teacher: its weights do not change)
+            _stop_on_teacher(verdict.teacher)
         self.consecutive += 1
         if self.consecutive >= self.max_consecutive:
             self._stop(student_ok, distill_ok, verdict.student, verdict.distill, scaled=True)
@@ -180,9 +188,13 @@ class _Verdict:
     non-blocking copy into pinned memory and an event, read when the next step starts
     (the GradScaler's own check of that step has waited for them by then)."""
 
-    def __init__(self, flags: torch.Tensor, student, distill):
+    def __init__(self, flags: torch.Tensor, student, distill, teacher=None):
         self.student = {k: [v.detach() for v in vs] for k, vs in student.items()}
         self.distill = {k: [v.detach() for v in vs] for k, vs in distill.items()}
+        # (the teacher's maps themselves are not kept: the message names them and
+        # says which rank saw them non-finite)
+        self.teacher = {k: [_nonfinite_count(v) for v in vs]
+                        for k, vs in (teacher or {}).items()}
         self._event = None
         if flags.is_cuda:
             self._host = torch.empty(flags.shape, dtype=flags.dtype, pin_memory=True)
@@ -196,6 +208,29 @@ class _Verdict:
         if self._event is not None:
             self._event.synchronize()
         return tuple(bool(f) for f in self._host.tolist())
+
+
+def _nonfinite_count(value: torch.Tensor) -> torch.Tensor:
+    return (~torch.isfinite(value.detach())).sum()
+
+
+def _stop_on_teacher(teacher_vals: Dict[str, list]) -> None:
+    """The teacher's features hold NaN/Inf: say so, with the taps and levels."""
+    bad = {}
+    for name, values in teacher_vals.items():
+        counts = [int(v if v.dim() == 0 and not v.is_floating_point()
+                      else _nonfinite_count(v)) for v in values]
+        levels = [i for i, c in enumerate(counts) if c]
+        if levels:
+            bad[name] = {f'level {i}': counts[i] for i in levels}
+    where = bad or 'all finite here, non-finite on another rank'
+    raise FloatingPointError(
+        f"VkDDistiller: the teacher's features are non-finite (non-finite values per tap "
+        f"and level, rank {get_rank()}: {where}). The teacher, frozen, is the cause, not "
+        f"the distillation term: its weights or BatchNorm statistics hold NaN/Inf (a "
+        f"diverged or corrupted teacher_ckpt), or it overflows on this input (fp16 "
+        f"autocast, or an input scale it was not trained at). Evaluate it with "
+        f"tools/check_teacher.py.")
 
 
 def _which(student_ok: bool, distill_ok: bool) -> str:

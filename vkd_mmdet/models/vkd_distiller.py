@@ -1,6 +1,7 @@
 """VkDDistiller: a frozen teacher detector distils features into a student detector."""
 import contextlib
 import copy
+import math
 import os.path as osp
 from typing import Dict, List, Optional, Union
 
@@ -20,6 +21,7 @@ from ..checkpoint import load_teacher_checkpoint
 from .feature_norm import default_channel_dim
 from .feature_recorder import FeatureRecorder
 from .foreground_weights import GroundTruthBoxes
+from .input_scaling import check_input_scale, rescale_batch, rescale_inputs
 from .level_pairing import LevelPairing, pair_levels
 from .maps_ahead import MapsAhead
 from .nonfinite_guard import NonFiniteGuard
@@ -100,6 +102,22 @@ class VkDDistiller(BaseDetector):
             this many such steps in a row. Without loss scaling it stops at the
             first one, before the weights change. See
             :mod:`vkd_mmdet.models.nonfinite_guard`.
+        teacher_input_scale: the teacher sees the training batch resized by this
+            factor (e.g. ``2.0``: a teacher trained at 1280 px for a batch loaded at
+            640 px); the student's tensor and boxes are unchanged.
+        student_input_scale: the student sees the training batch resized by this
+            factor, antialiased when shrinking, its boxes and image shapes scaled to
+            match (e.g. ``0.5``: the batch is loaded at the teacher's 640 px and the
+            student trains at 320 px). Validation and ``predict`` run the student on
+            the val pipeline's images as they are: give the val pipeline the
+            student's resolution. With either scale, levels pair by the size of their
+            maps (a stride-16 teacher level at 2x meets the student's stride-8 level):
+            see :mod:`vkd_mmdet.models.input_scaling`.
+        check_teacher: before the first epoch, evaluate the teacher on the val set
+            with the config's ``val_evaluator`` and warn when it is near zero or not
+            clearly above ``student_map`` (``TeacherCheckHook``, which
+            ``tools/train.py`` adds). ``True`` (default), ``False``, or a dict of the
+            hook's options, e.g. ``dict(student_map=0.25)``.
     """
 
     def __init__(self,
@@ -111,11 +129,22 @@ class VkDDistiller(BaseDetector):
                  trust_teacher_ckpt: bool = False,
                  probe_size=(256, 256),
                  max_nonfinite_steps: int = 10,
+                 teacher_input_scale: float = 1.0,
+                 student_input_scale: float = 1.0,
+                 check_teacher: Union[bool, dict] = True,
                  data_preprocessor=None,
                  init_cfg=None):
         with _mmdet_scope():
             super().__init__(data_preprocessor=None, init_cfg=init_cfg)
             self.tap_specs: List[TapSpec] = parse_taps(taps, tap_defaults)
+            self.teacher_input_scale = check_input_scale(
+                teacher_input_scale, 'VkDDistiller: teacher_input_scale')
+            self.student_input_scale = check_input_scale(
+                student_input_scale, 'VkDDistiller: student_input_scale')
+            if not isinstance(check_teacher, (bool, dict, ConfigDict)):
+                raise TypeError(f'VkDDistiller: check_teacher={check_teacher!r}; give True, '
+                                f'False or a dict of TeacherCheckHook options')
+            self.check_teacher = check_teacher
             self.nonfinite = NonFiniteGuard(max_nonfinite_steps)
             self.student = MODELS.build(ConfigDict(student))
             if data_preprocessor is not None:
@@ -125,8 +154,11 @@ class VkDDistiller(BaseDetector):
         # One preprocessing for both models: the teacher sees the student's tensor.
         self.data_preprocessor = self.student.data_preprocessor
         _warn_on_preprocessing_mismatch(student, teacher_cfg)
+        self.teacher_ckpt = teacher_ckpt
+        self.teacher_meta: dict = {}
         if teacher_ckpt is not None:
-            load_teacher_checkpoint(teacher_model, teacher_ckpt, trust=trust_teacher_ckpt)
+            self.teacher_meta = load_teacher_checkpoint(
+                teacher_model, teacher_ckpt, trust=trust_teacher_ckpt) or {}
         else:
             MMLogger.get_current_instance().warning(
                 'VkDDistiller: no teacher_ckpt given; the teacher is randomly '
@@ -150,6 +182,10 @@ class VkDDistiller(BaseDetector):
             t.loss_cfg.get('foreground_weight') is not None for t in self.tap_specs)
 
         self.level_pairings: Dict[str, LevelPairing] = {}
+        # The probe batch "as loaded": large enough that the model whose input is
+        # shrunk still sees probe_size, where its deepest levels keep distinct sizes.
+        smallest = min(self.student_input_scale, self.teacher_input_scale, 1.0)
+        probe_size = self.probe_size = tuple(math.ceil(s / smallest) for s in probe_size)
         s_out, t_out = self._probe(probe_size)
         self.distill_losses = nn.ModuleDict({
             spec.key: self._build_tap_losses(
@@ -161,41 +197,48 @@ class VkDDistiller(BaseDetector):
 
     # ----------------------------------------------------------------- set-up
     def _probe(self, size):
-        """Both models' tapped outputs for a dummy image (channels, levels, strides)."""
+        """Both models' tapped outputs for a dummy batch of ``size`` as loaded, each
+        resized by its input scale (channels, levels, strides)."""
         dummy = torch.zeros(1, 3, *size, device=next(self.student.parameters()).device)
-        samples = [_dummy_sample(size)]
         was_training = self.student.training
         self.student.eval()
         try:
             with torch.no_grad():
                 # Full passes here: they count each tapped module's calls (a head
                 # tower runs once per level), which stopped-early passes wait for.
-                s_out = self._run(self.student, self.student_recorder, dummy, samples,
-                                  self._student_needs_head, stop_early=False)
-                t_out = self._run(self.teacher, self.teacher_recorder, dummy, samples,
-                                  self._teacher_needs_head, stop_early=False)
+                outs = []
+                for model, recorder, scale, needs_head in (
+                        (self.student, self.student_recorder, self.student_input_scale,
+                         self._student_needs_head),
+                        (self.teacher, self.teacher_recorder, self.teacher_input_scale,
+                         self._teacher_needs_head)):
+                    inputs = rescale_inputs(dummy, scale)
+                    outs.append(self._run(model, recorder, inputs,
+                                          [_dummy_sample(inputs.shape[-2:])], needs_head,
+                                          stop_early=False))
         finally:
             self.student.train(was_training)
-        return s_out, t_out
+        return tuple(outs)
 
-    def probe_features(self, size=(256, 256)) -> List[tuple]:
-        """Per tap, the paired ``(student, teacher)`` feature lists of a dummy image."""
-        s_out, t_out = self._probe(size)
+    def probe_features(self, size=None) -> List[tuple]:
+        """Per tap, the paired ``(student, teacher)`` feature lists of a dummy batch of
+        ``size`` as loaded (default: the probe's)."""
+        s_out, t_out = self._probe(size or self.probe_size)
         return [self._pair_levels(spec, s_out, t_out) for spec in self.tap_specs]
 
     @staticmethod
     def _run(model, recorder, inputs, samples, needs_head, stop_early=True) -> Dict[str, object]:
         """Forward ``model`` until every tapped module of ``recorder`` has run (as
         often as in the probe): the backbone and neck, and the head only for taps in it."""
+        result = None
         with recorder.record(stop_early=stop_early) as outputs:
             if needs_head:
-                model._forward(inputs, samples)
+                result = model._forward(inputs, samples)
             else:
                 model.extract_feat(inputs)
         missing = [p for p in recorder.paths if p not in outputs]
         if missing:
-            raise RuntimeError(f'VkD tap: modules {missing} did not run in the forward '
-                               f'pass, so they cannot be distilled')
+            raise RuntimeError(_not_recorded_message(model, recorder.role, missing, result))
         return outputs
 
     def _resolve_levels(self, spec: TapSpec, s_out, t_out, size):
@@ -206,7 +249,8 @@ class VkDDistiller(BaseDetector):
         select_levels(s_all, spec.student_levels, spec.student, 'student')  # checks indices
         select_levels(t_all, spec.teacher_levels, spec.teacher, 'teacher')
         pairing = pair_levels(spec.name, s_all, t_all, spec.student_levels,
-                              spec.teacher_levels, size)
+                              spec.teacher_levels, size,
+                              input_scales=(self.student_input_scale, self.teacher_input_scale))
         spec.student_levels, spec.teacher_levels = pairing.student, pairing.teacher
         self.level_pairings[spec.key] = pairing
         MMLogger.get_current_instance().info(
@@ -287,12 +331,18 @@ class VkDDistiller(BaseDetector):
             # plus only the tapped teacher features.
             self.teacher.eval()
             with torch.no_grad(), record_function('vkd:teacher'):
-                t_out = self._run(self.teacher, self.teacher_recorder, batch_inputs,
-                                  batch_data_samples, self._teacher_needs_head)
+                t_inputs, t_samples = rescale_batch(batch_inputs, batch_data_samples,
+                                                    self.teacher_input_scale)
+                t_out = self._run(self.teacher, self.teacher_recorder, t_inputs,
+                                  t_samples, self._teacher_needs_head)
+        s_inputs, s_samples = rescale_batch(batch_inputs, batch_data_samples,
+                                            self.student_input_scale)
         with self.student_recorder.record() as s_out, record_function('vkd:student'):
-            losses = self.student.loss(batch_inputs, batch_data_samples)
-        distill = {}
-        boxes = (GroundTruthBoxes.from_samples(batch_data_samples, batch_inputs.shape[-2:])
+            losses = self.student.loss(s_inputs, s_samples)
+        distill, teacher_feats = {}, {}
+        # (the student's boxes on the student's input: a map covers its whole tensor,
+        # and paired maps have one size, so either side's view places them alike)
+        boxes = (GroundTruthBoxes.from_samples(s_samples, s_inputs.shape[-2:])
                  if self._needs_boxes and weight != 0.0 else None)
         for spec in self.tap_specs:
             if weight == 0.0:
@@ -302,6 +352,7 @@ class VkDDistiller(BaseDetector):
                     self.distill_losses[spec.key], batch_inputs.device)
                 continue
             s_feats, t_feats = self._pair_levels(spec, s_out, t_out)
+            teacher_feats[f"tap '{spec.name}'"] = t_feats
             tap_losses = self.distill_losses[spec.key]
             with record_function(f'vkd:distill_{spec.key}'):
                 total = sum(loss(s, t, weight=w, boxes=boxes) for loss, s, t, w
@@ -310,7 +361,8 @@ class VkDDistiller(BaseDetector):
                 total = total / len(tap_losses)
             distill[f'loss_vkd_{spec.key}'] = total * weight
         # (under fp16 loss scaling a zero, or NaN on a step for the GradScaler to skip)
-        skip = self.nonfinite.check(losses, distill, self, batch_inputs.device.type)
+        skip = self.nonfinite.check(losses, distill, self, batch_inputs.device.type,
+                                    teacher=teacher_feats)
         if skip is not None:
             first = next(iter(distill))
             distill[first] = distill[first] + skip
@@ -366,6 +418,40 @@ def _refuse_roi_head_tap(spec: TapSpec, role: str, model: nn.Module, path: str):
             f"student's and the teacher's RoI features describe different boxes and "
             f"cannot be compared. Tap features of the whole image: 'neck', or the RPN "
             f"head's tower ('rpn_head.rpn_conv').")
+
+
+def _not_recorded_message(model: nn.Module, role: str, missing: List[str], result) -> str:
+    """Why tapped modules recorded nothing. A detector's whole head is the usual case:
+    mmdet calls ``bbox_head.forward(x)`` directly, which no forward hook sees, and its
+    output (per-level lists of predictions) is not a feature map anyway."""
+    heads = [p for p in missing if '.' not in p and p.endswith('head')]
+    if not heads:
+        return (f'VkD tap: the {role}\'s modules {missing} did not run in the forward pass, '
+                f'so they cannot be distilled')
+    path = heads[0]
+    head = getattr(model, path)
+    children = list(head.named_children())
+    towers = [f'{path}.{n}' for n, c in children if isinstance(c, nn.ModuleList)]
+    predictors = [f'{path}.{n}' for n, c in children if isinstance(c, nn.Conv2d)]
+    others = [f'{path}.{n}' for n, c in children if any(True for _ in c.parameters())
+              and f'{path}.{n}' not in towers + predictors]
+    returned = (f'it returns {_describe_output(result)} (per-level predictions, not one '
+                f'feature map)' if result is not None else 'its output is per-level predictions')
+    return (f"VkD tap: the {role}'s '{path}' is the whole dense head. It runs, but mmdet's "
+            f"{type(model).__name__} calls {path}.forward(...) directly, which no forward "
+            f"hook sees, and {returned}. Tap its parts instead, each recorded once per "
+            f"level: the towers (features) {towers}, the prediction convs {predictors}"
+            + (f', other parts {others}' if others else '') + '.')
+
+
+def _describe_output(obj, depth: int = 0) -> str:
+    """``a tuple of 2 lists of 5 tensors (1, 9, 32, 32) ...``, for messages."""
+    if isinstance(obj, torch.Tensor):
+        return f'a tensor {tuple(obj.shape)}'
+    if isinstance(obj, (tuple, list)) and obj and depth < 3:
+        inner = _describe_output(obj[0], depth + 1)
+        return f'a {type(obj).__name__} of {len(obj)} ({inner}, ...)'
+    return f'a {type(obj).__name__}'
 
 
 def _zero_like_params(module: nn.Module, device: torch.device) -> torch.Tensor:
