@@ -205,6 +205,16 @@ METHODS['vkd_head_depth'] = dict(
                teacher=f'bbox_head.{tower}.1', loss_weight=2.0)
           for tower in ('cls_convs', 'reg_convs')],
     label="VkD variant: head towers at the same depth (the teacher's 2nd layer)")
+# The positive control: prediction mimicking of the classifier (BCKD/CrossKD's
+# classification KD: binary cross-entropy against the teacher's probabilities,
+# weighted by |σ(s) - σ(t)|), through the plugin's own taps on RetinaNet's retina_cls,
+# once per level; the same 9 anchors x 3 classes on both sides (at 2x, by map size).
+PREDICTION_TAP = dict(module='bbox_head.retina_cls', loss='sigmoid_kd', projection='none',
+                      norm='none', loss_weight=1.0)
+METHODS['pm'] = dict(kind='distiller', tap_defaults={}, taps=[PREDICTION_TAP],
+                     label='prediction mimicking (classification logits, sigmoid KD)')
+METHODS['vkd_pm'] = dict(kind='distiller', tap_defaults={}, taps=['neck', PREDICTION_TAP],
+                         label='VkD (FPN levels) and prediction mimicking')
 ABLATION_NOTE = ("projection 'none' needs equal channel counts; the student's 64-channel "
                  "FPN cannot be compared with the teacher's 128 channels without a map, "
                  "so the 'none' rows are not applicable to this pair")
@@ -539,8 +549,12 @@ def run_one(spec_path: str) -> None:
     per_epoch, losses, iter_seconds = [], [], []
     records = [rec for path in sorted(work_dir.glob('*/vis_data/scalars.json'))
                for rec in read_scalars(path)]  # (a resumed run has one file per start)
+    teacher_check = {}
     for rec in records:
-        if 'coco/bbox_mAP' in rec:
+        if any(k.startswith('teacher/') for k in rec):  # TeacherCheckHook, before training
+            teacher_check = {k[len('teacher/'):]: v for k, v in rec.items()
+                             if k.startswith('teacher/')}
+        elif 'coco/bbox_mAP' in rec:
             per_epoch.append(dict(epoch=rec['step'], bbox_mAP=rec['coco/bbox_mAP'],
                                   bbox_mAP_50=rec['coco/bbox_mAP_50']))
         elif 'loss' in rec:
@@ -572,7 +586,8 @@ def run_one(spec_path: str) -> None:
         note=f'no detections above the score threshold after epoch(s) {empty}: mAP 0'
         if empty else None,
         checkpoint=str(work_dir / f'epoch_{spec["epochs"]}.pth'),
-        teacher_ckpt=spec.get('teacher_ckpt'), teacher_sha256=spec.get('teacher_sha256'))
+        teacher_ckpt=spec.get('teacher_ckpt'), teacher_sha256=spec.get('teacher_sha256'),
+        teacher_check=teacher_check or None)
     if resumed_at:
         result['resumed_after_epoch'] = resumed_at
     (work_dir / 'result.json').write_text(json.dumps(result, indent=1))
@@ -673,7 +688,9 @@ def main(argv=None):
                         help="'full' (default), 'quick', 'long' (student epochs doubled), 'gpu' "
                              "(pretrained Lite0 student at 640 px, on CUDA), 'gpu-toy' (its code "
                              "path at toy size on a CPU), 'cpu-pretrained' (the Lite0 student at "
-                             "416 px on a CPU) or 'cpu-pretrained-long' (its student epochs doubled)")
+                             "416 px on a CPU), 'cpu-pretrained-long' (its student epochs doubled) "
+                             "or 'cpu-hires' (the Lite0 student at 320 px, 12 epochs, from a "
+                             "teacher at 640 px)")
     parser.add_argument('--seeds', type=int, nargs='+',
                         help='seeds of the main methods (default: 0 1; --quick: 0)')
     parser.add_argument('--ablation-seeds', type=int, nargs='+', default=[0])

@@ -187,8 +187,13 @@ def dist_train(tmp_path, hook_module: str, hook_source: str, custom_hooks: str, 
         f"model = dict(_delete_=True, type='VkDDistiller', student={student!r},\n"
         f"             teacher={teacher!r}, taps={list(taps)!r}, probe_size=(128, 128))\n"
         f"custom_hooks = {custom_hooks}\n")
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(port), OMP_NUM_THREADS='1',
+    # As the README writes it: no PYTHON, the script finds the project's environment
+    # (.venv, or the VENV that `make VENV=... test` made, which make does not export).
+    env = dict(os.environ, PORT=str(port), OMP_NUM_THREADS='1',
                PYTHONPATH=f'{tmp_path}:{ROOT}')
+    env.pop('PYTHON', None)
+    if not (ROOT / '.venv' / 'bin' / 'python').exists():
+        env['VENV'] = sys.prefix
     return subprocess.run(['bash', str(ROOT / 'tools' / 'dist_train.sh'), str(tmp_path / 'dist_cfg.py'),
                            '2', '--work-dir', str(tmp_path / 'work'),
                            '--cfg-options', *cfg_options_argv(options)],

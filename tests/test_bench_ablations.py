@@ -33,19 +33,20 @@ def test_each_ablation_changes_what_its_label_says_and_nothing_else():
                    'vkd_backbone_neck')
     vkd = cfgs['vkd']
     assert vkd['model']['taps'] == ['neck'] and vkd['model']['tap_defaults'] == {}
-    assert [h['type'] for h in vkd['custom_hooks']] == ['StudentExportHook', 'ChannelsLastHook']
+    assert [h['type'] for h in vkd['custom_hooks']] == ['TeacherCheckHook', 'StudentExportHook',
+                                                       'ChannelsLastHook']
 
     assert cfgs['vkd_weight1']['model']['tap_defaults'] == dict(loss_weight=1.0)
 
     hooks = cfgs['vkd_cosine']['custom_hooks']
     schedule = [h for h in hooks if h['type'] == 'DistillWeightScheduleHook']
-    assert len(schedule) == 1 and len(hooks) == 3
+    assert len(schedule) == 1 and len(hooks) == 4
     hook = HOOKS.build(schedule[0])
     assert hook.weight_at(0, 0, 255) == 1.0 and hook.weight_at(255, 2, 255) == 0.0
 
     warmup = [h for h in cfgs['vkd_warmup']['custom_hooks']
               if h['type'] == 'DistillWeightScheduleHook']
-    assert len(warmup) == 1 and len(cfgs['vkd_warmup']['custom_hooks']) == 3
+    assert len(warmup) == 1 and len(cfgs['vkd_warmup']['custom_hooks']) == 4
     hook = HOOKS.build(warmup[0])
     assert hook.weight_at(0, 0, 255) == 1 / 85 and hook.weight_at(84, 0, 255) == 1.0
     assert hook.weight_at(254, 2, 255) == 1.0  # no decay after it

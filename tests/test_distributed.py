@@ -53,3 +53,21 @@ def test_two_process_gloo_training_keeps_ranks_identical(tmp_path):
                    'distill_losses.neck.', 'distill_losses.backbone.'):
         assert any(k.startswith(prefix) for k in moved), prefix
     assert (tmp_path / 'work' / 'student' / 'student_final.pth').is_file()  # rank 0 only
+
+
+def test_dist_train_without_an_environment_says_how_to_make_one(tmp_path):
+    """No PYTHON, no project environment, and a `python` without torch on PATH."""
+    import os
+    import subprocess
+    from helpers import ROOT
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    (bin_dir / 'python').write_text('#!/bin/sh\necho "No module named torch" >&2; exit 1\n')
+    (bin_dir / 'python').chmod(0o755)
+    env = dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}', VENV=str(tmp_path / 'none'))
+    env.pop('PYTHON', None)
+    proc = subprocess.run(['bash', str(ROOT / 'tools' / 'dist_train.sh'), 'cfg.py', '2'],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 1
+    assert (f"dist_train.sh: python cannot import torch. Run 'make test' (or 'make setup') to "
+            f"create {tmp_path / 'none'}") in proc.stderr

@@ -25,8 +25,9 @@ from .input_scaling import check_input_scale, rescale_batch, rescale_inputs
 from .level_pairing import LevelPairing, pair_levels
 from .maps_ahead import MapsAhead
 from .nonfinite_guard import NonFiniteGuard
+from .prediction_taps import check_prediction_anchors
 from .taps import TapSpec, feature_levels, parse_taps, select_levels
-from .vkd_loss import VkDLoss
+from .vkd_loss import PREDICTION_LOSSES, VkDLoss
 
 # Modules reached by `extract_feat`; taps elsewhere need the head's `_forward`.
 _FEATURE_ROOTS = ('backbone', 'neck')
@@ -253,6 +254,10 @@ class VkDDistiller(BaseDetector):
                               input_scales=(self.student_input_scale, self.teacher_input_scale))
         spec.student_levels, spec.teacher_levels = pairing.student, pairing.teacher
         self.level_pairings[spec.key] = pairing
+        if spec.loss_cfg.get('loss') in PREDICTION_LOSSES:
+            check_prediction_anchors(spec.name, self.student, self.teacher, spec.student,
+                                     spec.teacher, pairing.student, pairing.teacher,
+                                     (self.student_input_scale, self.teacher_input_scale))
         MMLogger.get_current_instance().info(
             f"VkD tap '{spec.name}' ({spec.student} -> {spec.teacher}): {pairing.describe()}")
         return self._pair_levels(spec, s_out, t_out)

@@ -14,11 +14,28 @@ from .feature_norm import NORMS, default_channel_dim, normalize
 from .foreground_weights import GroundTruthBoxes, position_weights
 from .orthogonal_projector import OrthogonalProjector
 
+def sigmoid_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                    beta: float = 1.0) -> torch.Tensor:
+    """Classification distillation of sigmoid heads (BCKD, CrossKD): the binary cross-
+    entropy of the student's logits against the teacher's probabilities, each element
+    weighted by ``|σ(s) - σ(t)|^β`` (a quality-focal weight: agreed elements fade out),
+    summed and divided by ``Σ σ(t)``, the teacher's soft count of positives (as the focal
+    loss divides by the positive anchors; at least 1). Zero, with zero gradient, when
+    the student's logits equal the teacher's. Any shape; float32 inside."""
+    s, t = student_logits.float(), teacher_logits.float().detach()
+    p_t = t.sigmoid()
+    focal = (s.sigmoid() - p_t).abs().pow(beta)
+    bce = F.binary_cross_entropy_with_logits(s, p_t, reduction='none')
+    return (bce * focal).sum() / p_t.sum().clamp_min(1.0)
+
+
 LOSSES = {
     'smooth_l1': F.smooth_l1_loss,
     'mse': F.mse_loss,
     'l1': F.l1_loss,
 }
+# Losses on predictions rather than features: logits compared as they are.
+PREDICTION_LOSSES = ('sigmoid_kd', )
 # Maps with more elements than this are compared in blocks of whole images (see
 # `chunk_elements`): 2**24 float32 elements are 64 MiB.
 CHUNK_ELEMENTS = 2 ** 24
@@ -43,6 +60,11 @@ class VkDLoss(nn.Module):
         norm_side: ``'both'`` (default), ``'teacher'`` (the classification
             setting) or ``'student'``.
         loss: ``'smooth_l1'`` (default), ``'mse'`` or ``'l1'``; mean over elements.
+            ``'sigmoid_kd'``: prediction mimicking of a sigmoid classifier's logits
+            (e.g. RetinaNet's ``bbox_head.retina_cls``): see :func:`sigmoid_kd_loss`;
+            needs ``projection='none'`` and ``norm='none'`` (the logits are compared
+            channel for channel, anchors x classes).
+        kd_beta: the exponent ``β`` of ``'sigmoid_kd'``'s weight (default 1).
         loss_weight: multiplies the loss.
         projection: ``'orthogonal'`` (VkD), ``'linear'`` (an unconstrained 1x1
             map, as in FitNet) or ``'none'`` (needs ``C_s == C_t``).
@@ -104,11 +126,19 @@ class VkDLoss(nn.Module):
                  channel_dim: Optional[int] = None,
                  chunk_elements: Optional[int] = CHUNK_ELEMENTS,
                  foreground_weight: Optional[float] = None,
-                 background_weight: float = 0.5):
+                 background_weight: float = 0.5,
+                 kd_beta: float = 1.0):
         super().__init__()
         _check_choice('norm', norm, NORMS)
         _check_choice('norm_side', norm_side, NORM_SIDES)
-        _check_choice('loss', loss, tuple(LOSSES))
+        if loss in PREDICTION_LOSSES:
+            _check_prediction_loss(loss, norm, projection, foreground_weight,
+                                   student_channels, teacher_channels)
+        if isinstance(kd_beta, bool) or not isinstance(kd_beta, (int, float)) or \
+                not math.isfinite(kd_beta) or kd_beta < 0:
+            raise ValueError(f'VkDLoss: kd_beta={kd_beta!r}; it must be a finite number >= 0')
+        self.kd_beta = float(kd_beta)
+        _check_choice('loss', loss, tuple(LOSSES) + PREDICTION_LOSSES)
         _check_choice('projection', projection, PROJECTIONS)
         _check_choice('align', align, ALIGNS)
         self.student_channels = student_channels
@@ -244,6 +274,7 @@ class VkDLoss(nn.Module):
     def _blocks(self, student: torch.Tensor, teacher: torch.Tensor) -> int:
         """How many blocks of images to compare a pair of maps in (1: whole)."""
         if (self.chunk_elements is None or self.channel_dim is not None
+                or self.loss_name in PREDICTION_LOSSES
                 or student.dim() != 4
                 or self.norm not in ('standardize', 'standardize_image', 'none')):
             return 1
@@ -331,6 +362,8 @@ class VkDLoss(nn.Module):
                 target = normalize(target, self.norm, cdim)
             if positions is not None:  # (the weights hold loss_weight and the mean's divisor)
                 return _reduce(self.loss_name, projected, target, positions)
+            if self.loss_name == 'sigmoid_kd':
+                return self.loss_weight * sigmoid_kd_loss(projected, target, self.kd_beta)
             return self.loss_weight * LOSSES[self.loss_name](projected, target)
 
     def extra_repr(self) -> str:
@@ -361,6 +394,24 @@ def check_loss_weight(value, where: str) -> float:
         raise ValueError(f'{where}: loss_weight={value!r}; it must be a finite '
                          f'number >= 0 (0 switches the term off)')
     return weight
+
+
+def _check_prediction_loss(loss, norm, projection, foreground_weight, c_s, c_t):
+    """A prediction loss compares logits channel for channel, as they are."""
+    if norm != 'none' or projection != 'none':
+        raise ValueError(
+            f"VkDLoss: loss='{loss}' compares the two heads' logits as they are, so give "
+            f"norm='none' and projection='none' (got norm='{norm}', projection='{projection}'): "
+            f"standardising or projecting logits changes the probabilities they stand for")
+    if c_s != c_t:
+        raise ValueError(
+            f"VkDLoss: loss='{loss}' compares the student's and the teacher's logits channel "
+            f"for channel, and they have {c_s} and {c_t} channels. A dense head's logits "
+            f"have anchors-per-position x classes channels: both heads need the same "
+            f"anchors per position and the same classes")
+    if foreground_weight is not None:
+        raise ValueError(f"VkDLoss: loss='{loss}' weights its elements by the teacher's "
+                         f"confidence already; foreground_weight does not apply to it")
 
 
 def _check_choice(name, value, choices):
