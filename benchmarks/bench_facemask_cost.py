@@ -1,6 +1,7 @@
 """Training cost on the face-mask pair: student alone, teacher forward, the VkD
 distiller (defaults, and the head-tower, foreground-weighted and per-image
-variants of the accuracy benchmark), MMRazor FpnTeacherDistill + PKDLoss.
+variants of the accuracy benchmark), prediction mimicking (alone and with VkD),
+MMRazor FpnTeacherDistill + PKDLoss.
 
 Each distiller is set against what it cannot avoid: the student's step plus the
 teacher's forward as far as its taps reach (``teacher_forward``: backbone and
@@ -39,7 +40,7 @@ from benchmarks.bench_facemask import (METHODS, PAIR, PROTOCOLS, STUDENT_CFG,  #
 SCALE = PROTOCOLS['full']['scale']  # the accuracy benchmark's image size
 
 # The distillers, as the accuracy benchmark's methods of the same names define them.
-DISTILLERS = ('vkd', 'vkd_head', 'vkd_neck_fg', 'vkd_image_norm')
+DISTILLERS = ('vkd', 'vkd_head', 'vkd_neck_fg', 'vkd_image_norm', 'pm', 'vkd_pm')
 MODELS_UNDER_TEST = ('student', 'teacher_forward', 'teacher_forward_head', *DISTILLERS,
                      'mmrazor_pkd')
 

@@ -172,6 +172,20 @@ def load_benchmark(name):
     return _load_script('benchmarks', name, name)
 
 
+def small_vkd_config_file(path, taps=('neck', ), extra: str = '', **model) -> str:
+    """A VkD config file of the small pair, as a user writes one: the shipped RetinaNet
+    config with the model replaced (``model``: more VkDDistiller arguments, or
+    ``teacher=`` another teacher) and ``extra`` lines after it."""
+    student, teacher = small_pair()
+    teacher = model.pop('teacher', teacher)
+    Path(path).write_text(
+        f"_base_ = '{ROOT / 'configs' / 'vkd_retinanet_r50.py'}'\n"
+        f"model = dict(_delete_=True, type='VkDDistiller', student={student!r},\n"
+        f"             teacher={teacher!r}, taps={list(taps)!r}, probe_size=(128, 128),\n"
+        f"             **{model!r})\n{extra}")
+    return str(path)
+
+
 def dist_train(tmp_path, hook_module: str, hook_source: str, custom_hooks: str, taps,
                options: dict, port: int):
     """tools/dist_train.sh, 2 processes over gloo, on the small pair with ``taps``;
@@ -179,14 +193,11 @@ def dist_train(tmp_path, hook_module: str, hook_source: str, custom_hooks: str, 
     config's line. Returns the finished process (output captured)."""
     import subprocess
     import sys
-    student, teacher = small_pair()
     (tmp_path / f'{hook_module}.py').write_text(hook_source)
-    (tmp_path / 'dist_cfg.py').write_text(
-        f"_base_ = '{ROOT / 'configs' / 'vkd_retinanet_r50.py'}'\n"
-        f"custom_imports = dict(imports=['vkd_mmdet', '{hook_module}'], allow_failed_imports=False)\n"
-        f"model = dict(_delete_=True, type='VkDDistiller', student={student!r},\n"
-        f"             teacher={teacher!r}, taps={list(taps)!r}, probe_size=(128, 128))\n"
-        f"custom_hooks = {custom_hooks}\n")
+    small_vkd_config_file(
+        tmp_path / 'dist_cfg.py', taps,
+        extra=f"custom_imports = dict(imports=['vkd_mmdet', '{hook_module}'], "
+              f"allow_failed_imports=False)\ncustom_hooks = {custom_hooks}\n")
     # As the README writes it: no PYTHON, the script finds the project's environment
     # (.venv, or the VENV that `make VENV=... test` made, which make does not export).
     env = dict(os.environ, PORT=str(port), OMP_NUM_THREADS='1',

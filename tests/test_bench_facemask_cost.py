@@ -10,10 +10,10 @@ def test_small_run_times_and_measures_every_model(tmp_path):
     # (a head-tap and a neck-tap variant; the student and the teacher forwards they are
     # set against come with them)
     bench.main(['--reps', '1', '--batch', '2', '--out', str(tmp_path),
-                '--models', 'vkd', 'vkd_head', 'vkd_neck_fg', 'mmrazor_pkd'])
+                '--models', 'vkd', 'vkd_head', 'vkd_neck_fg', 'pm', 'mmrazor_pkd'])
     result = json.loads((tmp_path / 'facemask_cost.json').read_text())
     models = {'student', 'teacher_forward', 'teacher_forward_head', 'vkd', 'vkd_head',
-              'vkd_neck_fg', 'mmrazor_pkd'}
+              'vkd_neck_fg', 'pm', 'mmrazor_pkd'}
     assert set(result['seconds_per_iter_median']) == models
     assert all(s > 0 for s in result['seconds_per_iter_median'].values())
     assert set(result['peak_rss_mib']) == models
@@ -26,4 +26,7 @@ def test_small_run_times_and_measures_every_model(tmp_path):
         med['vkd_head'] / (med['student'] + med['teacher_forward_head']))
     assert result['overhead_per_distiller']['vkd_neck_fg'] == (
         med['vkd_neck_fg'] / (med['student'] + med['teacher_forward']))
+    # prediction mimicking reads the teacher's classifier: set against the head forward
+    assert result['overhead_per_distiller']['pm'] == (
+        med['pm'] / (med['student'] + med['teacher_forward_head']))
     assert 'VkD' in (tmp_path / 'facemask_cost.md').read_text()

@@ -35,3 +35,15 @@ def test_inspect_fails_with_the_message_training_gives():
     assert "VkD tap: the student has no module 'nek'" in proc.stderr
     proc = run(str(ROOT / 'configs' / 'nope.py'))
     assert proc.returncode != 0 and 'nope.py does not exist' in proc.stderr
+
+
+def test_inspect_shows_the_size_based_pairs_of_a_teacher_at_twice_the_input():
+    proc = run(str(ROOT / 'configs' / 'vkd_retinanet_r50.py'), '--probe-size', '128', '128',
+               '--cfg-options', 'model.teacher_input_scale=2.0', 'model.taps=[neck]')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert 'inputs resized for the student 1x, for the teacher 2x (levels pair by map size)' in out
+    assert ('0↔1 (stride 8/16 on their inputs, 8 on the loaded batch), 1↔2 (stride 16/32 on '
+            'their inputs, 16 on the loaded batch)') in out
+    assert 'paired by map size; unused strides: student [128], teacher [8]' in out
+    assert 'level 0<->1: student (1, 256, 16, 16) stride 8, teacher (1, 256, 16, 16) stride 16' in out

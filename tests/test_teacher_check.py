@@ -7,21 +7,14 @@ import sys
 import pytest
 import torch
 
-from helpers import ROOT, coco128_options, load_tool, read_scalars, small_pair, small_retinanet
+from helpers import (ROOT, coco128_options, load_tool, read_scalars, small_pair, small_retinanet,
+                     small_vkd_config_file)
 from vkd_mmdet.teacher_check import judge, rescaled_pipeline_dataloader, teacher_view
 
 
 def small_config(tmp_path, **model) -> str:
-    """A VkD config file of the small pair on coco128 (80 classes), as a user writes one."""
-    student, teacher = small_pair()
-    teacher = model.pop('teacher', teacher)
-    path = tmp_path / 'vkd_small.py'
-    path.write_text(
-        f"_base_ = '{ROOT / 'configs' / 'vkd_retinanet_r50.py'}'\n"
-        f"model = dict(_delete_=True, type='VkDDistiller', student={student!r},\n"
-        f"             teacher={teacher!r}, taps=['neck'], probe_size=(128, 128),\n"
-        f"             **{model!r})\n")
-    return str(path)
+    """A VkD config file of the small pair on coco128 (80 classes)."""
+    return small_vkd_config_file(tmp_path / 'vkd_small.py', **model)
 
 
 def train_log(tmp_path, config, **extra) -> str:

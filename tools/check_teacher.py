@@ -19,6 +19,7 @@ import sys
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 
 import vkd_mmdet  # noqa: E402,F401
+from vkd_mmdet.tool_config import load_config  # noqa: E402
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
 
 
@@ -86,11 +87,7 @@ def check(cfg: Config, teacher=None, teacher_ckpt=None, student_map=None,
 
 def main(argv=None):
     args = parse_args(argv)
-    if not osp.isfile(args.config):
-        raise SystemExit(f'check_teacher.py: config file {args.config} does not exist')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options, 'check_teacher.py')
     result = check(cfg, args.teacher, args.teacher_ckpt, args.student_map,
                    args.teacher_input_scale, args.student_input_scale)
     for key, value in result.metrics.items():

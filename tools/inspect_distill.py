@@ -19,6 +19,7 @@ import sys
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 
 import vkd_mmdet  # noqa: E402,F401
+from vkd_mmdet.tool_config import load_config  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.logging import MMLogger  # noqa: E402
 
@@ -133,11 +134,7 @@ def inspect(cfg: Config, image_size, probe_size=None) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
-    if not osp.isfile(args.config):
-        raise SystemExit(f'inspect_distill.py: config file {args.config} does not exist')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options, 'inspect_distill.py')
     report = inspect(cfg, args.image_size, args.probe_size)
     print(report)
     return report
