@@ -122,7 +122,7 @@ def inspect(cfg: Config, image_size, probe_size=None) -> str:
             lines.append(
                 f'  level {pairing.student[i]}<->{pairing.teacher[i]}: student '
                 f"{tuple(s.shape)} stride {pairing.own_stride('student', pairing.student[i])}, "
-                f"teacher {tuple(t.shape)} stride {pairing.own_stride('teacher', pairing.teacher[i])}; '
+                f"teacher {tuple(t.shape)} stride {pairing.own_stride('teacher', pairing.teacher[i])}; "
                 f'{describe_projector(loss.projector)}, {params:,} parameters; norm='
                 f'{loss.norm} ({loss.norm_side}), loss={loss.loss_name}, weight={loss.loss_weight}, '
                 f'recompute={loss.recompute}; ~{saved / 2**20:.1f} MiB per image')

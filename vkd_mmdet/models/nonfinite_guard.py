@@ -158,15 +158,16 @@ class NonFiniteGuard:
         if student_ok and distill_ok and teacher_ok:
             self.consecutive = 0
             return
-        if not teacher_ok:
-            # (loss scaling cannot fix a teacher: its weights do not change)
-            _stop_on_teacher(verdict.teacher)
         self.consecutive += 1
         if self.consecutive >= self.max_consecutive:
+            if not teacher_ok:
+                _stop_on_teacher(verdict.teacher)
             self._stop(student_ok, distill_ok, verdict.student, verdict.distill, scaled=True)
         self.skipped += 1
+        # (an fp16 teacher that overflows on one batch is skipped like any other step)
+        cause = '' if teacher_ok else " (because the teacher's features were)"
         MMLogger.get_current_instance().warning(
-            f'VkDDistiller: {_which(student_ok, distill_ok)} were non-finite on some rank '
+            f'VkDDistiller: {_which(student_ok, distill_ok)}{cause} were non-finite on some rank '
             f'(rank {get_rank()}: {_bad(verdict.student, verdict.distill)}); under fp16 loss '
             f'scaling the GradScaler skipped that step and lowered its scale, and the '
             f'buffers were restored ({self.consecutive} in a row, {self.skipped} skipped in '
