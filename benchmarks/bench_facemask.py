@@ -106,7 +106,10 @@ PROTOCOLS['cpu-hires'] = dict(train_images=None, val_images=None, epochs=12,
                               student_warmup=50, teacher_epochs=6, scale=(320, 320),
                               teacher_scale=(640, 640), val_interval=3, checkpoint_interval=1,
                               student_cfg='facemask_student_lite0_fpn64.py', device='cpu',
-                              shared_teacher='teacher_lite2_fpn128_640px.pth')
+                              shared_teacher='teacher_lite2_fpn128_640px.pth',
+                              # its state_dict and meta as trained here (2026-12-04, AMD EPYC)
+                              shared_teacher_sha256='0c7439b99e6b7bbb2188ac26d1f3aeb48db0'
+                                                    '4eef8503665312a29cd0029c01b3')
 # The GPU protocol's code path at toy size on a CPU (tests/test_bench_gpu_protocol.py).
 PROTOCOLS['gpu-toy'] = dict(PROTOCOLS['gpu'], train_images=8, val_images=4, epochs=2,
                             student_warmup=2, teacher_epochs=1, scale=(128, 128),
@@ -740,6 +743,11 @@ def main(argv=None):
     teacher_ckpt = args.teacher_ckpt or shared_teacher(PROTOCOLS[protocol])
     if teacher_ckpt and not Path(teacher_ckpt).is_file():
         raise SystemExit(f'bench_facemask: --teacher-ckpt {teacher_ckpt} is not a file')
+    expected = PROTOCOLS[protocol].get('shared_teacher_sha256')
+    if teacher_ckpt and not args.teacher_ckpt and expected and file_sha256(teacher_ckpt) != expected:
+        raise SystemExit(f'bench_facemask: the shared teacher {teacher_ckpt} has sha256 '
+                         f'{file_sha256(teacher_ckpt)}, not the {expected} this protocol was '
+                         f'measured with; pass --teacher-ckpt to use it anyway')
     run_all(spec, args.methods, args.seeds, args.ablation_seeds, cache, out, jobs,
             teacher_ckpt=teacher_ckpt)
     from benchmarks.facemask_report import write_report
