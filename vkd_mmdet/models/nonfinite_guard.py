@@ -139,7 +139,7 @@ class NonFiniteGuard:
             student_ok, distill_ok, teacher_ok = (bool(f) for f in flags.tolist())
             if not (student_ok and distill_ok and teacher_ok):
                 if not teacher_ok:
-                    _stop_on_teacher(teacher_vals)
+                    _stop_on_teacher(_nonfinite_counts(teacher_vals))
                 self._stop(student_ok, distill_ok, student_vals, distill_vals, scaled=False)
             self.consecutive = 0
             return None
@@ -194,8 +194,7 @@ class _Verdict:
         self.distill = {k: [v.detach() for v in vs] for k, vs in distill.items()}
         # (the teacher's maps themselves are not kept: the message names them and
         # says which rank saw them non-finite)
-        self.teacher = {k: [_nonfinite_count(v) for v in vs]
-                        for k, vs in (teacher or {}).items()}
+        self.teacher = _nonfinite_counts(teacher or {})
         self._event = None
         if flags.is_cuda:
             self._host = torch.empty(flags.shape, dtype=flags.dtype, pin_memory=True)
@@ -211,16 +210,17 @@ class _Verdict:
         return tuple(bool(f) for f in self._host.tolist())
 
 
-def _nonfinite_count(value: torch.Tensor) -> torch.Tensor:
-    return (~torch.isfinite(value.detach())).sum()
+def _nonfinite_counts(values: Dict[str, list]) -> Dict[str, List[torch.Tensor]]:
+    """Per name, each map's count of NaN/Inf values (0-d tensors, on its device)."""
+    return {k: [(~torch.isfinite(v.detach())).sum() for v in vs] for k, vs in values.items()}
 
 
-def _stop_on_teacher(teacher_vals: Dict[str, list]) -> None:
-    """The teacher's features hold NaN/Inf: say so, with the taps and levels."""
+def _stop_on_teacher(teacher_counts: Dict[str, list]) -> None:
+    """The teacher's features hold NaN/Inf (``teacher_counts``: per tap, each level's
+    count of them): say so, with the taps and levels."""
     bad = {}
-    for name, values in teacher_vals.items():
-        counts = [int(v if v.dim() == 0 and not v.is_floating_point()
-                      else _nonfinite_count(v)) for v in values]
+    for name, values in teacher_counts.items():
+        counts = [int(v) for v in values]
         levels = [i for i, c in enumerate(counts) if c]
         if levels:
             bad[name] = {f'level {i}': counts[i] for i in levels}
