@@ -107,6 +107,10 @@ PROTOCOLS['cpu-hires'] = dict(train_images=None, val_images=None, epochs=12,
                               teacher_scale=(640, 640), val_interval=3, checkpoint_interval=1,
                               student_cfg='facemask_student_lite0_fpn64.py', device='cpu',
                               shared_teacher='teacher_lite2_fpn128_640px.pth',
+                              # the 640 px teacher's tapped maps read off disk after
+                              # their first forward (same values, a third of the time:
+                              # benchmarks/teacher_feature_cache.py)
+                              teacher_feature_cache=True,
                               # its state_dict and meta as trained here (2026-12-04, AMD EPYC)
                               shared_teacher_sha256='0c7439b99e6b7bbb2188ac26d1f3aeb48db0'
                                                     '4eef8503665312a29cd0029c01b3')
@@ -426,7 +430,9 @@ def student_input_scale(protocol: dict) -> float:
 
 
 # ----------------------------------------------------------------- one run
-def build_config(spec: dict):
+def build_config(spec: dict, teacher_cache_dir: str = None):
+    """The run's mmengine config; ``teacher_cache_dir``: where a distilled run of a
+    protocol with ``teacher_feature_cache`` stores the teacher's maps."""
     from mmengine.config import Config
     method = spec['method']
     cfg = Config.fromfile(str(TEACHER_CFG if method == 'teacher' else student_cfg(spec)))
@@ -444,6 +450,13 @@ def build_config(spec: dict):
                          taps=m.get('taps', ['neck']), tap_defaults=m['tap_defaults'],
                          probe_size=(320, 320),
                          student_input_scale=spec.get('student_input_scale', 1.0))
+        if PROTOCOLS[spec['protocol']].get('teacher_feature_cache'):
+            if teacher_cache_dir is None:
+                raise ValueError(f"bench_facemask: the {spec['protocol']} protocol caches "
+                                 f"the teacher's maps; give build_config a teacher_cache_dir")
+            cfg.model.update(type='CachedTeacherDistiller', teacher_cache_dir=teacher_cache_dir)
+            cfg.custom_imports.imports = list(cfg.custom_imports.imports) + [
+                'benchmarks.teacher_feature_cache']
         cfg.custom_hooks = [dict(type='TeacherCheckHook'), dict(type='StudentExportHook')
                             ] + list(m.get('hooks', []))
     elif m['kind'] == 'mmrazor':
@@ -534,7 +547,10 @@ def run_one(spec_path: str) -> None:
     if spec.get('device', device) != device:
         raise SystemExit(f"bench_facemask: the {spec['protocol']} protocol runs on "
                          f"{spec['device']}, but this process sees {device} only")
-    cfg = build_config(spec)
+    # (one folder per teacher's weights, shared by the runs of the cache)
+    teacher_id = spec.get('teacher_sha256') or _hash(dict(ckpt=spec.get('teacher_ckpt')))
+    cfg = build_config(spec, teacher_cache_dir=str(
+        work_dir.parent / 'teacher_features' / teacher_id[:16]))
     cfg.work_dir = str(work_dir)
     cfg.resume = True  # from the work_dir's last checkpoint, if a stopped run left one
     seconds_file = work_dir / 'seconds_before_resume'
@@ -593,6 +609,10 @@ def run_one(spec_path: str) -> None:
         teacher_check=teacher_check or None)
     if resumed_at:
         result['resumed_after_epoch'] = resumed_at
+    model = getattr(runner.model, 'module', runner.model)
+    if hasattr(model, 'cache_hits'):  # (this start's counts: a resumed run's later epochs)
+        result['teacher_feature_cache'] = dict(hits=model.cache_hits, misses=model.cache_misses,
+                                               dir=str(model.teacher_cache_dir))
     (work_dir / 'result.json').write_text(json.dumps(result, indent=1))
 
 

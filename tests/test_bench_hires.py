@@ -10,7 +10,7 @@ TEACHER = dict(checkpoint='/teacher.pth', sha256='ab' * 32)
 def spec_and_config(bench, method, teacher=TEACHER):
     spec = bench.run_spec(method, 0, 'cpu-hires', data_root() / 'facemask',
                           None if method == 'teacher' else teacher)
-    return spec, bench.build_config(spec)
+    return spec, bench.build_config(spec, teacher_cache_dir='/features')
 
 
 def scales(cfg):
@@ -35,7 +35,9 @@ def test_every_student_loads_at_640_trains_at_320_and_validates_at_320():
         dict(type='RescaleBatch', scale_factor=0.5)]
     spec, vkd = spec_and_config(bench, 'vkd')
     assert scales(vkd) == ((640, 640), (320, 320))
-    assert vkd.model.type == 'VkDDistiller' and vkd.model.student_input_scale == 0.5
+    # (VkDDistiller, its teacher's maps read off disk once computed)
+    assert vkd.model.type == 'CachedTeacherDistiller' and vkd.model.student_input_scale == 0.5
+    assert vkd.model.teacher_cache_dir == '/features'
     assert 'batch_augments' not in vkd.model.student.data_preprocessor  # the distiller does it
     assert [h['type'] for h in vkd.custom_hooks][0] == 'TeacherCheckHook'
     assert spec['teacher_sha256'] == TEACHER['sha256'] and spec['teacher_ckpt'] == '/teacher.pth'
@@ -48,6 +50,7 @@ def test_the_protocols_pair_meets_p3_p6_with_p4_p7_for_features_and_predictions(
     from mmdet.registry import MODELS
     import vkd_mmdet  # noqa: F401
     import benchmarks.efficientnet_lite  # noqa: F401
+    import benchmarks.teacher_feature_cache  # noqa: F401
     bench = load_benchmark('bench_facemask')
     cfg = spec_and_config(bench, 'vkd_pm', dict(checkpoint=None))[1]
     model = MODELS.build(cfg.model)

@@ -336,10 +336,7 @@ class VkDDistiller(BaseDetector):
             # plus only the tapped teacher features.
             self.teacher.eval()
             with torch.no_grad(), record_function('vkd:teacher'):
-                t_inputs, t_samples = rescale_batch(batch_inputs, batch_data_samples,
-                                                    self.teacher_input_scale)
-                t_out = self._run(self.teacher, self.teacher_recorder, t_inputs,
-                                  t_samples, self._teacher_needs_head)
+                t_out = self.teacher_outputs(batch_inputs, batch_data_samples)
         s_inputs, s_samples = rescale_batch(batch_inputs, batch_data_samples,
                                             self.student_input_scale)
         with self.student_recorder.record() as s_out, record_function('vkd:student'):
@@ -374,6 +371,17 @@ class VkDDistiller(BaseDetector):
         losses.update(distill)
         losses['vkd_nonfinite_steps'] = torch.tensor(float(self.nonfinite.skipped))
         return losses
+
+    def teacher_outputs(self, batch_inputs: torch.Tensor, batch_data_samples) -> Dict[str, object]:
+        """The teacher's tapped outputs for a training batch (``(N, 3, H, W)`` as
+        loaded): ``{module path: what it recorded}``, e.g. the neck's tuple of
+        ``(N, C, H_l, W_l)`` maps. Called under ``no_grad``; a subclass may serve
+        them from elsewhere (``benchmarks/teacher_feature_cache.py`` reads them off
+        disk)."""
+        t_inputs, t_samples = rescale_batch(batch_inputs, batch_data_samples,
+                                            self.teacher_input_scale)
+        return self._run(self.teacher, self.teacher_recorder, t_inputs, t_samples,
+                         self._teacher_needs_head)
 
     # -------------------------------------------------------- student only
     def predict(self, batch_inputs, batch_data_samples, rescale: bool = True):
