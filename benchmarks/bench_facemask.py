@@ -245,7 +245,16 @@ def student_cfg(protocol_or_spec: dict) -> Path:
     return CONFIGS / protocol_or_spec.get('student_cfg', STUDENT_CFG.name)
 
 
+PAIR_HIRES = dict(
+    teacher=PAIR['teacher'] + ', at 640 px',
+    student=PAIR_LITE0['student'].replace(
+        'distilled on all 5 FPN levels', 'at 320 px (the 640 px batch downscaled 2x); '
+        'distilled on 4 FPN levels paired by map size (student P3-P6 with teacher P4-P7)'))
+
+
 def pair_of(protocol: dict) -> dict:
+    if protocol.get('teacher_scale'):
+        return PAIR_HIRES
     return PAIR_LITE0 if student_cfg(protocol).name != STUDENT_CFG.name else PAIR
 
 
