@@ -111,6 +111,8 @@ PROTOCOLS['cpu-hires'] = dict(train_images=None, val_images=None, epochs=12,
                               # their first forward (same values, a third of the time:
                               # benchmarks/teacher_feature_cache.py)
                               teacher_feature_cache=True,
+                              # what it compares: the report lists these (and any that ran)
+                              methods=('none', 'vkd', 'pkd', 'pm', 'vkd_pm'),
                               # its state_dict and meta as trained here (2026-12-04, AMD EPYC)
                               shared_teacher_sha256='0c7439b99e6b7bbb2188ac26d1f3aeb48db0'
                                                     '4eef8503665312a29cd0029c01b3')
@@ -538,10 +540,9 @@ def peak_rss_mib() -> float:
     return proc_status_mib('VmHWM')
 
 
-def run_one(spec_path: str) -> None:
-    """Child process: train one run, write result.json beside the spec."""
-    spec = json.loads(Path(spec_path).read_text())
-    work_dir = Path(spec_path).parent
+def prepare_run_process(spec: dict) -> None:
+    """Register what a run's process builds from, and check it sees the protocol's
+    device."""
     import vkd_mmdet  # noqa: F401  (registers the plugin; safe checkpoint loading)
     import benchmarks.efficientnet_lite  # noqa: F401
     import benchmarks.channels_last  # noqa: F401  (ChannelsLastHook)
@@ -551,22 +552,40 @@ def run_one(spec_path: str) -> None:
         from benchmarks.mmrazor_shim import import_mmrazor
         import_mmrazor()
     import torch
-    from mmengine.runner import Runner
     device = 'cuda' if torch.cuda.is_available() else 'cpu'  # where mmengine's Runner trains
     if spec.get('device', device) != device:
         raise SystemExit(f"bench_facemask: the {spec['protocol']} protocol runs on "
                          f"{spec['device']}, but this process sees {device} only")
+
+
+def build_runner(spec: dict, work_dir: Path):
+    """The mmengine Runner of the run ``spec`` in ``work_dir``, set to resume from the
+    folder's last checkpoint, if a stopped run left one."""
+    from mmengine.runner import Runner
+    from mmengine.utils import import_modules_from_strings
     # (one folder per teacher's weights, shared by the runs of the cache)
     teacher_id = spec.get('teacher_sha256') or _hash(dict(ckpt=spec.get('teacher_ckpt')))
     cfg = build_config(spec, teacher_cache_dir=str(
         work_dir.parent / 'teacher_features' / teacher_id[:16]))
+    # mmengine imports custom_imports in Config.fromfile only; build_config adds
+    # modules after that (the teacher feature cache), so they are imported here
+    import_modules_from_strings(**cfg.custom_imports)
     cfg.work_dir = str(work_dir)
-    cfg.resume = True  # from the work_dir's last checkpoint, if a stopped run left one
+    cfg.resume = True
+    return Runner.from_cfg(cfg)
+
+
+def run_one(spec_path: str) -> None:
+    """Child process: train one run, write result.json beside the spec."""
+    spec = json.loads(Path(spec_path).read_text())
+    work_dir = Path(spec_path).parent
+    prepare_run_process(spec)
     seconds_file = work_dir / 'seconds_before_resume'
     earlier = float(seconds_file.read_text()) if seconds_file.is_file() else 0.0
     resumed_at = resumed_epoch(work_dir)
     start = time.time()
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(spec, work_dir)
+    cfg = runner.cfg
     try:
         runner.train()
     except KeyboardInterrupt:  # a time limit: the next invocation resumes

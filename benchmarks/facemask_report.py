@@ -158,6 +158,21 @@ def conditions(teacher: dict, plain: list) -> list:
     return lines
 
 
+def teacher_weights_lines(runs: dict) -> list:
+    """Report lines naming the teacher weights each distilled run learned from (by
+    sha256): a teacher trained again on another machine is another file."""
+    by_sha = {}
+    for name, rs in runs.items():
+        for r in rs:
+            if r.get('teacher_sha256') and not r.get('failed'):
+                by_sha.setdefault(r['teacher_sha256'], []).append(f'{name} s{r["seed"]}')
+    if not by_sha:
+        return []
+    return ['Teacher weights (sha256) the distilled students learned from: ' +
+            '; '.join(f'`{sha[:16]}`: {", ".join(names)}' for sha, names in by_sha.items()) +
+            '.', '']
+
+
 def teacher_gap(teacher: dict, plain: list) -> float:
     """Teacher's mAP50 minus the plain student's mean, in points."""
     return 100 * (teacher['bbox_mAP_50'] - statistics.fmean(r['bbox_mAP_50'] for r in plain))
@@ -225,6 +240,7 @@ def write_report(out: Path, protocol: str, protocols: dict, methods: dict, main_
         lines += [f'Teacher on val: {100 * teacher["bbox_mAP"]:.1f} bbox mAP, '
                   f'{100 * teacher["bbox_mAP_50"]:.1f} mAP50 '
                   f'({teacher["train_seconds"] / 60:.1f} min to train).', '']
+    lines += teacher_weights_lines(runs)
     lines += conditions(teacher, plain)
     rows = paired_rows(runs, methods)
     if rows:
@@ -235,14 +251,17 @@ def write_report(out: Path, protocol: str, protocols: dict, methods: dict, main_
                   'its standard error from zero; otherwise it is a tie. s / iteration: the '
                   'median logged training iteration, data loading included.', '',
                   *PAIRED_HEADER, *rows, '']
+    # the methods the protocol compares (its 'methods'; else every one) and any that ran
+    listed = [n for n in methods if n in p.get('methods', methods) or runs.get(n)]
     lines += ['## Methods', ''] + HEADER
     for name in main_methods:
-        lines.append(_row(methods[name]['label'], runs.get(name, [])))
-    lines += ['', '## VkD ablations', ''] + HEADER
+        if name in listed:
+            lines.append(_row(methods[name]['label'], runs.get(name, [])))
+    lines += ['', '## VkD ablations and other methods', ''] + HEADER
     lines.append(_row(methods['vkd']['label'] + ' = orthogonal, standardize',
                       runs.get('vkd', [])))
-    for name in methods:
-        if name.startswith('vkd_'):
+    for name in listed:
+        if name not in main_methods:
             lines.append(_row(methods[name]['label'], runs.get(name, [])))
     lines += ['', f'Not run: {ablation_note}.', '']
     timing_notes = [f'- † {r["method"]} seed {r["seed"]}: {r["timing_note"]}.'

@@ -103,3 +103,33 @@ def test_only_unseen_samples_reach_the_teacher_flip_and_batch_shape_included(tmp
     assert close(distill_losses(cached, mixed, mixed_samples),
                  distill_losses(live, mixed, mixed_samples))
     assert calls == [3, 3, 3, 2]
+
+
+def test_a_benchmark_run_process_builds_the_cached_distiller(tmp_path):
+    """A run's own process (a fresh interpreter, as `bench_facemask.py run` starts)
+    builds the cpu-hires distilled model: the teacher cache's module is imported
+    although nothing but the run's config names it."""
+    import json
+    import subprocess
+    import sys
+    from helpers import ROOT
+    bench = load_benchmark('bench_facemask')
+    spec = bench.run_spec('vkd', 0, 'cpu-hires', data_root() / 'facemask', TEACHER)
+    work_dir = tmp_path / spec['key']
+    work_dir.mkdir()
+    (work_dir / 'spec.json').write_text(json.dumps(spec))
+    script = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from helpers import load_benchmark\n"
+        "bench = load_benchmark('bench_facemask')\n"
+        "work_dir = Path(sys.argv[1])\n"
+        "spec = json.loads((work_dir / 'spec.json').read_text())\n"
+        "bench.prepare_run_process(spec)\n"
+        "runner = bench.build_runner(spec, work_dir)\n"
+        "print('model:', type(runner.model).__name__)\n")
+    proc = subprocess.run([sys.executable, '-c', script, str(work_dir)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'model: CachedTeacherDistiller' in proc.stdout

@@ -40,3 +40,26 @@ def test_a_gain_needs_more_than_two_standard_errors():
                               {'none': dict(label='plain'), 'x': dict(label='variant')})
     assert rows == ['| variant | 0, 1, 2 | 19.00 | 17.00 | +2.0, +1.5, +2.5 | '
                     '+2.00 ± 0.29: gain | – | – |']
+
+
+def test_a_protocol_report_lists_the_methods_it_compares_and_each_runs_teacher(tmp_path):
+    """The cpu-hires report has rows for its own methods (prediction mimicking among
+    them, although it is no VkD ablation) and none for methods it never runs; it
+    names the teacher weights of every distilled run."""
+    import json
+    bench = load_benchmark('bench_facemask')
+    report = load_benchmark('facemask_report')
+    run = dict(protocol='cpu-hires', epochs=12, bbox_mAP=0.2, bbox_mAP_50=0.35,
+               train_seconds=60.0, per_epoch=[dict(epoch=12, bbox_mAP=0.2, bbox_mAP_50=0.35)])
+    for method, seed, sha in [('none', 0, None), ('pm', 0, 'ab' * 32), ('vkd', 1, 'cd' * 32)]:
+        (tmp_path / f'cpu-hires_{method}_s{seed}.json').write_text(json.dumps(
+            dict(run, method=method, seed=seed, teacher_sha256=sha)))
+    text = report.write_report(tmp_path, 'cpu-hires', bench.PROTOCOLS, bench.METHODS,
+                               bench.MAIN_METHODS, bench.ABLATION_NOTE).read_text()
+    rows = [line.split(' | ')[0][2:] for line in text.splitlines() if line.startswith('| ')]
+    labels = {name: bench.METHODS[name]['label'] for name in bench.METHODS}
+    for name in ('pm', 'vkd_pm', 'pkd'):
+        assert labels[name] in rows, name
+    for name in ('fitnet', 'mmrazor_pkd', 'vkd_head', 'vkd_weight1'):
+        assert labels[name] not in rows, name
+    assert f'`{"ab" * 8}`: pm s0; `{"cd" * 8}`: vkd s1.' in text
