@@ -540,9 +540,9 @@ def peak_rss_mib() -> float:
     return proc_status_mib('VmHWM')
 
 
-def prepare_run_process(spec: dict) -> None:
-    """Register what a run's process builds from, and check it sees the protocol's
-    device."""
+def prepare_run_process(spec: dict) -> str:
+    """Register what a run's process builds from, check that it sees the protocol's
+    device, and return that device ('cuda' or 'cpu')."""
     import vkd_mmdet  # noqa: F401  (registers the plugin; safe checkpoint loading)
     import benchmarks.efficientnet_lite  # noqa: F401
     import benchmarks.channels_last  # noqa: F401  (ChannelsLastHook)
@@ -556,6 +556,7 @@ def prepare_run_process(spec: dict) -> None:
     if spec.get('device', device) != device:
         raise SystemExit(f"bench_facemask: the {spec['protocol']} protocol runs on "
                          f"{spec['device']}, but this process sees {device} only")
+    return device
 
 
 def build_runner(spec: dict, work_dir: Path):
@@ -579,7 +580,7 @@ def run_one(spec_path: str) -> None:
     """Child process: train one run, write result.json beside the spec."""
     spec = json.loads(Path(spec_path).read_text())
     work_dir = Path(spec_path).parent
-    prepare_run_process(spec)
+    device = prepare_run_process(spec)
     seconds_file = work_dir / 'seconds_before_resume'
     earlier = float(seconds_file.read_text()) if seconds_file.is_file() else 0.0
     resumed_at = resumed_epoch(work_dir)

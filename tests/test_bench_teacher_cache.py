@@ -133,3 +133,15 @@ def test_a_benchmark_run_process_builds_the_cached_distiller(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'model: CachedTeacherDistiller' in proc.stdout
+
+
+def test_the_cached_distillers_student_is_exported_as_a_plain_detector(tmp_path):
+    """StudentExportHook's config export accepts a registered subclass of VkDDistiller
+    (the cached distiller), not only the name 'VkDDistiller'."""
+    import benchmarks.teacher_feature_cache  # noqa: F401
+    from vkd_mmdet.export import student_config
+    bench = load_benchmark('bench_facemask')
+    spec = bench.run_spec('vkd', 0, 'cpu-hires', data_root() / 'facemask', TEACHER)
+    cfg = bench.build_config(spec, teacher_cache_dir=str(tmp_path / 'features'))
+    assert cfg.model.type == 'CachedTeacherDistiller'
+    assert student_config(cfg).model.type == 'RetinaNet'

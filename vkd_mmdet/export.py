@@ -27,10 +27,19 @@ def student_state_dict(state_dict: Dict[str, torch.Tensor]) -> 'OrderedDict[str,
     return out
 
 
+def builds_distiller(model_cfg) -> bool:
+    """Whether a model config builds a VkDDistiller or a registered subclass of it."""
+    from mmdet.registry import MODELS
+    from .models.vkd_distiller import VkDDistiller
+    model_type = model_cfg.get('type')
+    cls = MODELS.get(model_type) if isinstance(model_type, str) else model_type
+    return isinstance(cls, type) and issubclass(cls, VkDDistiller)
+
+
 def student_config(cfg: Config) -> Config:
     """The distiller's training config with ``model`` replaced by the student."""
     model = cfg.get('model', {})
-    if model.get('type') != 'VkDDistiller' or 'student' not in model:
+    if not builds_distiller(model) or 'student' not in model:
         raise ValueError("student_config: the config's model is not a VkDDistiller "
                          "with a `student`")
     plain = copy.deepcopy(cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg))
