@@ -19,7 +19,8 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from vkd_mmdet.checkpoint import safe_load  # noqa: E402
-from vkd_mmdet.export import STUDENT_PREFIX, save_student, student_config  # noqa: E402
+from vkd_mmdet.export import (STUDENT_PREFIX, builds_distiller, save_student,  # noqa: E402
+                              student_config)
 
 
 def parse_args(argv=None):
@@ -49,7 +50,7 @@ def build_test_config(args) -> Config:
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         './work_dirs', osp.splitext(osp.basename(args.config))[0])
     load_from = args.checkpoint
-    if cfg.model.get('type') == 'VkDDistiller':
+    if builds_distiller(cfg.model):
         # Student only; the teacher is never built. An exported student loads
         # as it is, a training checkpoint is first reduced to its student.
         cfg = student_config(cfg)

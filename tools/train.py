@@ -19,6 +19,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+from vkd_mmdet.export import builds_distiller  # noqa: E402
 from vkd_mmdet.hooks import add_vkd_hooks  # noqa: E402
 from vkd_mmdet.optim import exclude_projectors_from_weight_decay  # noqa: E402
 
@@ -60,7 +61,7 @@ def build_config(args) -> Config:
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
 
-    if cfg.get('model', {}).get('type') == 'VkDDistiller':
+    if builds_distiller(cfg.get('model', {})):
         print(f'train.py: {exclude_projectors_from_weight_decay(cfg)}')
         added = add_vkd_hooks(cfg)
         if added:

@@ -28,12 +28,14 @@ def student_state_dict(state_dict: Dict[str, torch.Tensor]) -> 'OrderedDict[str,
 
 
 def builds_distiller(model_cfg) -> bool:
-    """Whether a model config builds a VkDDistiller or a registered subclass of it."""
+    """Whether a model config builds a VkDDistiller or a registered subclass of it.
+    Both looked up in MMDetection's registry, so that this module imports nothing of
+    the plugin's models (they import it, through the checkpoint loader)."""
     from mmdet.registry import MODELS
-    from .models.vkd_distiller import VkDDistiller
+    distiller = MODELS.get('VkDDistiller')
     model_type = model_cfg.get('type')
     cls = MODELS.get(model_type) if isinstance(model_type, str) else model_type
-    return isinstance(cls, type) and issubclass(cls, VkDDistiller)
+    return distiller is not None and isinstance(cls, type) and issubclass(cls, distiller)
 
 
 def student_config(cfg: Config) -> Config:
