@@ -186,6 +186,26 @@ def small_vkd_config_file(path, taps=('neck', ), extra: str = '', **model) -> st
     return str(path)
 
 
+def subclassed_distiller_config(tmp_path) -> tuple:
+    """A user's registered subclass of VkDDistiller (``MyDistiller``, in a module of
+    ``tmp_path`` that the config imports) and a config of the small pair that builds
+    it: (config path, environment whose PYTHONPATH finds the module)."""
+    import os
+    (tmp_path / 'my_distiller.py').write_text(
+        "from mmdet.registry import MODELS\n"
+        "from vkd_mmdet.models import VkDDistiller\n\n\n"
+        "@MODELS.register_module()\n"
+        "class MyDistiller(VkDDistiller):\n"
+        "    \"\"\"A user's distiller: VkD with something of their own.\"\"\"\n")
+    config = small_vkd_config_file(
+        tmp_path / 'my_distiller_cfg.py',
+        extra="custom_imports = dict(imports=['vkd_mmdet', 'my_distiller'], "
+              "allow_failed_imports=False)\nmodel['type'] = 'MyDistiller'\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(tmp_path), os.environ.get('PYTHONPATH', '')]))
+    return config, env
+
+
 def dist_train(tmp_path, hook_module: str, hook_source: str, custom_hooks: str, taps,
                options: dict, port: int):
     """tools/dist_train.sh, 2 processes over gloo, on the small pair with ``taps``;

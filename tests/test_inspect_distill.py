@@ -2,14 +2,14 @@
 import subprocess
 import sys
 
-from helpers import ROOT
+from helpers import ROOT, subclassed_distiller_config
 
 TOOL = str(ROOT / 'tools' / 'inspect_distill.py')
 
 
-def run(*args):
+def run(*args, env=None):
     return subprocess.run([sys.executable, TOOL, *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+                          cwd=ROOT, timeout=300, env=env)
 
 
 def test_inspect_prints_every_pair_with_shapes_projectors_and_memory():
@@ -47,3 +47,10 @@ def test_inspect_shows_the_size_based_pairs_of_a_teacher_at_twice_the_input():
             'their inputs, 16 on the loaded batch)') in out
     assert 'paired by map size; unused strides: student [128], teacher [8]' in out
     assert 'level 0<->1: student (1, 256, 16, 16) stride 8, teacher (1, 256, 16, 16) stride 16' in out
+
+
+def test_inspect_takes_a_registered_subclass_of_the_distiller(tmp_path):
+    config, env = subclassed_distiller_config(tmp_path)
+    proc = run(config, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'student: RetinaNet, teacher: RetinaNet' in proc.stdout

@@ -119,3 +119,18 @@ def test_check_teacher_tool_on_a_student_config_and_a_saved_teacher(tmp_path):
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "WARNING: teacher: 0.0 coco/bbox_mAP on student.py's val set" in proc.stdout
     assert f'teacher_ckpt={ckpt}' in proc.stdout
+
+
+def test_check_teacher_tool_takes_a_registered_subclass_of_the_distiller(tmp_path):
+    """Its teacher and weights come from the subclass's config as from VkDDistiller's."""
+    from helpers import cfg_options_argv, subclassed_distiller_config
+    config, env = subclassed_distiller_config(tmp_path)
+    options = {k: v for k, v in coco128_options(val_images=2).items() if k.startswith('val_')}
+    options['val_dataloader.dataset.pipeline.1.scale'] = '(128,128)'
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / 'tools' / 'check_teacher.py'), config,
+         '--cfg-options', *cfg_options_argv(options)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+    assert 'not a VkD config' not in proc.stderr
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "WARNING: teacher: 0.0 coco/bbox_mAP on my_distiller_cfg.py's val set" in proc.stdout

@@ -49,11 +49,12 @@ def check(cfg: Config, teacher=None, teacher_ckpt=None, student_map=None,
     from mmengine.runner import Runner
     from mmdet.registry import MODELS
     from vkd_mmdet.checkpoint import load_teacher_checkpoint
+    from vkd_mmdet.export import builds_distiller
     from vkd_mmdet.models.vkd_distiller import build_teacher_config
     from vkd_mmdet.teacher_check import run_teacher_check, teacher_view
     init_default_scope('mmdet')
     model_cfg = dict(cfg.get('model') or {})
-    distill = model_cfg.get('type') == 'VkDDistiller'
+    distill = builds_distiller(model_cfg)  # VkDDistiller or a registered subclass
     student_cfg = model_cfg.get('student') if distill else model_cfg
     teacher = teacher or (model_cfg.get('teacher') if distill else None)
     teacher_ckpt = teacher_ckpt or (model_cfg.get('teacher_ckpt') if distill else None)

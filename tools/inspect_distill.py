@@ -75,9 +75,10 @@ def _recorded(recorder, path: str) -> str:
 def inspect(cfg: Config, image_size, probe_size=None) -> str:
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
+    from vkd_mmdet.export import builds_distiller
     register_all_modules()
     model_cfg = cfg.get('model', {})
-    if model_cfg.get('type') != 'VkDDistiller':
+    if not builds_distiller(model_cfg):  # VkDDistiller or a registered subclass
         raise SystemExit(f"inspect_distill.py: the config's model is a "
                          f"{model_cfg.get('type')}, not a VkDDistiller")
     model_cfg = model_cfg.copy()
