@@ -224,6 +224,12 @@ PREDICTION_TAP = dict(module='bbox_head.retina_cls', loss='sigmoid_kd', projecti
                       norm='none', loss_weight=1.0)
 METHODS['pm'] = dict(kind='distiller', tap_defaults={}, taps=[PREDICTION_TAP],
                      label='prediction mimicking (classification logits, sigmoid KD)')
+# Its term ends at about 0.4x the classification loss at weight 1 (the teacher's soft
+# count of positives, which divides it, also counts the background's small
+# probabilities): does the weight of VkD's default let it move the student?
+METHODS['pm_w4'] = dict(kind='distiller', tap_defaults={},
+                        taps=[dict(PREDICTION_TAP, loss_weight=4.0)],
+                        label='prediction mimicking at weight 4')
 METHODS['vkd_pm'] = dict(kind='distiller', tap_defaults={}, taps=['neck', PREDICTION_TAP],
                          label='VkD (FPN levels) and prediction mimicking')
 ABLATION_NOTE = ("projection 'none' needs equal channel counts; the student's 64-channel "
