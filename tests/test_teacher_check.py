@@ -64,6 +64,27 @@ def test_unknown_check_teacher_options_are_named(tmp_path):
         train_log(tmp_path, small_config(tmp_path, check_teacher=dict(student_mAP=0.3)))
 
 
+def test_a_baseline_given_in_percent_is_refused_with_both_readings(tmp_path):
+    # in a config, before the teacher's val pass (the run stops before any evaluation)
+    with pytest.raises(ValueError, match=r"check_teacher: student_map=25 is outside 0-1, but "
+                                         r"the val metric \(COCO mAP\) is a fraction: as given "
+                                         r"it reads as 2500%; did you mean 0.25 \(25%\)\?"):
+        train_log(tmp_path, small_config(tmp_path, check_teacher=dict(student_map=25)))
+    # on the tool's command line, before anything is built
+    with pytest.raises(SystemExit, match=r"check_teacher.py: --student-map=25 is outside 0-1.*"
+                                         r"did you mean 0.25"):
+        load_tool('check_teacher').main([small_config(tmp_path), '--student-map', '25'])
+    with pytest.raises(ValueError, match=r'student_map=-0.1 is outside 0-1'):
+        judge_baseline(-0.1)
+    judge_baseline(0.25)  # a fraction passes
+    judge_baseline(1.0)
+
+
+def judge_baseline(value):
+    from vkd_mmdet.teacher_check import check_student_map
+    check_student_map(value)
+
+
 def test_the_verdicts_in_plain_words():
     common = dict(metric='coco/bbox_mAP', min_map=0.01, margin=0.02, where='your val set',
                   sizes='8.1M parameters; the student 3.9M', teacher_ckpt='t.pth')

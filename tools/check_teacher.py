@@ -19,6 +19,7 @@ import sys
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 
 import vkd_mmdet  # noqa: E402,F401
+from vkd_mmdet.teacher_check import check_student_map  # noqa: E402
 from vkd_mmdet.tool_config import load_config  # noqa: E402
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
 
@@ -88,6 +89,10 @@ def check(cfg: Config, teacher=None, teacher_ckpt=None, student_map=None,
 
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        check_student_map(args.student_map, '--student-map')
+    except ValueError as exc:
+        raise SystemExit(f'check_teacher.py: {exc}') from None
     cfg = load_config(args.config, args.cfg_options, 'check_teacher.py')
     result = check(cfg, args.teacher, args.teacher_ckpt, args.student_map,
                    args.teacher_input_scale, args.student_input_scale)

@@ -29,7 +29,8 @@ def parse_args(argv=None):
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument('--amp', action='store_true', default=False,
-                        help='automatic mixed precision (fp16 on GPU, bf16 on CPU)')
+                        help='automatic mixed precision (fp16 on GPU; bf16 on a CPU with native '
+                             'bf16, float32 on one without)')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate with the total batch size')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
@@ -78,7 +79,8 @@ def build_config(args) -> Config:
             cfg.optim_wrapper.type = 'AmpOptimWrapper'  # fp16 with dynamic loss scaling
             cfg.optim_wrapper.loss_scale = 'dynamic'
         else:
-            cfg.optim_wrapper.type = 'CPUAmpOptimWrapper'  # bf16 autocast, no scaling
+            # bf16 autocast where the CPU has native bf16 (else float32), no scaling
+            cfg.optim_wrapper.type = 'CPUAmpOptimWrapper'
     if not torch.cuda.is_available():
         amp_on_cpu(cfg)
 
@@ -151,7 +153,9 @@ def amp_on_cpu(cfg: Config) -> None:
         optim['dtype'] = 'bfloat16'
     print(f"train.py: the config's AmpOptimWrapper needs a GPU, and there is none: "
           f"using CPUAmpOptimWrapper ({optim['dtype']} autocast"
-          f"{', fp16 loss scaling' if optim['dtype'] == 'float16' else ''}) instead")
+          f"{', fp16 loss scaling' if optim['dtype'] == 'float16' else ''}"
+          f"{' where the CPU computes bf16 natively, else float32' if optim['dtype'] == 'bfloat16' else ''}"
+          f") instead")
 
 
 def setup_cpu_distributed(cfg: Config) -> None:

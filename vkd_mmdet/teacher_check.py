@@ -163,6 +163,23 @@ def classes_mismatch(teacher: nn.Module, student: nn.Module, teacher_meta: dict,
     return None
 
 
+def check_student_map(student_map: Optional[float], option: str = 'student_map') -> None:
+    """Refuse a baseline outside 0-1: the val evaluators report mAP as a fraction, so
+    ``student_map=25`` would be compared as 2500%.
+
+    Raises:
+        ValueError: ``student_map`` above 1 (the message shows both readings) or below 0.
+    """
+    if student_map is None:
+        return
+    if not 0 <= student_map <= 1:
+        reading = (f'; did you mean {student_map / 100:g} ({student_map:g}%)?'
+                   if 1 < student_map <= 100 else '')
+        raise ValueError(
+            f'{option}={student_map:g} is outside 0-1, but the val metric (COCO mAP) is a '
+            f'fraction: as given it reads as {100 * student_map:g}%{reading}')
+
+
 def judge(value: float, metric: str, student_map: Optional[float], min_map: float,
           margin: float, where: str, sizes: str, teacher_ckpt) -> TeacherCheck:
     """The plain-words verdict on a teacher that scored ``value``."""
@@ -204,6 +221,7 @@ def run_teacher_check(teacher: nn.Module, student: nn.Module, data_preprocessor:
     0-1), if known; ``min_map``: below this the teacher is taken as broken;
     ``margin``: how far above ``student_map`` counts as clearly better.
     """
+    check_student_map(student_map)
     val_classes = (getattr(dataloader.dataset, 'metainfo', None) or {}).get('classes')
     sizes = (f'{parameter_count(teacher) / 1e6:.1f}M parameters; the student '
              f'{parameter_count(student) / 1e6:.1f}M')
