@@ -16,6 +16,7 @@ from .checkpoint import allow_mmengine_checkpoints  # noqa: E402
 allow_mmengine_checkpoints()
 
 from . import registry  # noqa: E402,F401  (the `vkd_mmdet::` config scope)
+from .datasets import *  # noqa: E402,F401,F403
 from .hooks import *  # noqa: E402,F401,F403
 from .models import *  # noqa: E402,F401,F403
 from .optim import *  # noqa: E402,F401,F403

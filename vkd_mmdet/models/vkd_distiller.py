@@ -27,6 +27,7 @@ from .maps_ahead import MapsAhead
 from .nonfinite_guard import NonFiniteGuard
 from .prediction_taps import check_prediction_anchors
 from .taps import TapSpec, feature_levels, parse_taps, select_levels
+from .unlabelled_split import detection_loss
 from .vkd_loss import PREDICTION_LOSSES, VkDLoss
 
 # Modules reached by `extract_feat`; taps elsewhere need the head's `_forward`.
@@ -340,7 +341,8 @@ class VkDDistiller(BaseDetector):
         s_inputs, s_samples = rescale_batch(batch_inputs, batch_data_samples,
                                             self.student_input_scale)
         with self.student_recorder.record() as s_out, record_function('vkd:student'):
-            losses = self.student.loss(s_inputs, s_samples)
+            # (the labelled images' loss; unlabelled ones feed the taps only)
+            losses = detection_loss(self.student, s_inputs, s_samples)
         distill, teacher_feats = {}, {}
         # (the student's boxes on the student's input: a map covers its whole tensor,
         # and paired maps have one size, so either side's view places them alike)

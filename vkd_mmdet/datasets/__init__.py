@@ -1,0 +1,3 @@
+from .unlabelled_images import UnlabelledImages
+
+__all__ = ['UnlabelledImages']
