@@ -118,6 +118,32 @@ PROTOCOLS['cpu-hires'] = dict(train_images=None, val_images=None, epochs=12,
                               # again): the teacher of most cpu-hires students
                               shared_teacher_sha256='7da57768e79ad79215175d0eac5397e3'
                                                     '0a5da3444c9e9068a80c52d866b608ae')
+# Few labels, many raw images: the face-mask train split once (benchmarks/splits/,
+# drawn by benchmarks/fewlabels_split.py with seed 0) into a labelled quarter L (169
+# images) and the rest U (508), whose boxes are removed before anything reads them.
+# The teacher (Lite2 at 640 px, as in cpu-hires) trains on L only, for about the
+# iterations of cpu-hires's teacher (24 epochs of 22 batches = 528 against 510), so all
+# it can add comes from U's pixels. Students as in cpu-hires (Lite0 at 320 px, the
+# 640 px batch downscaled 2x), each for the same 1020 iterations (cpu-hires's 12 epochs
+# of 85), fixed before any result, validated every 255. Methods that read U take 8
+# labelled and 8 unlabelled images a step, so that their detection loss sees as many
+# labelled images a step as the student without distillation.
+PROTOCOLS['cpu-fewlabels'] = dict(
+    # (epochs: unused by the students, which count iterations)
+    train_images=None, val_images=None, epochs=12, student_warmup=50,
+    teacher_epochs=24, teacher_val_interval=8, scale=(320, 320), teacher_scale=(640, 640),
+    val_interval=3, checkpoint_interval=1, student_cfg='facemask_student_lite0_fpn64.py',
+    device='cpu', labelled_split='facemask_fewlabels.json', teacher_feature_cache=True,
+    student_iters=1020, student_val_iters=255, unlabelled_per_batch=8,
+    methods=('none', 'vkd', 'vkd_lu', 'pm_lu', 'vkd_pm_lu', 'pseudo_labels', 'vkd_weight1_lu'))
+# Its code path at toy size (tests/test_bench_fewlabels.py): 8 labelled and 8 unlabelled
+# images at 128 px (the teacher at 256), 4 iterations, 2 validations.
+PROTOCOLS['fewlabels-toy'] = dict(
+    PROTOCOLS['cpu-fewlabels'], train_images=8, val_images=4, unlabelled_images=8,
+    teacher_epochs=1, teacher_val_interval=1, scale=(128, 128), teacher_scale=(256, 256),
+    student_warmup=2, student_iters=4, student_val_iters=2, unlabelled_per_batch=2,
+    teacher_feature_cache=False,
+    pseudo_label_score=0.0)  # (a teacher of one toy epoch scores far below 0.5)
 # The GPU protocol's code path at toy size on a CPU (tests/test_bench_gpu_protocol.py).
 PROTOCOLS['gpu-toy'] = dict(PROTOCOLS['gpu'], train_images=8, val_images=4, epochs=2,
                             student_warmup=2, teacher_epochs=1, scale=(128, 128),
@@ -232,6 +258,26 @@ METHODS['pm_w4'] = dict(kind='distiller', tap_defaults={},
                         label='prediction mimicking at weight 4')
 METHODS['vkd_pm'] = dict(kind='distiller', tap_defaults={}, taps=['neck', PREDICTION_TAP],
                          label='VkD (FPN levels) and prediction mimicking')
+# Few labels, many raw images (cpu-fewlabels): the same terms with the unlabelled part U
+# in every batch (8 labelled + 8 unlabelled images; the detection loss sees the 8
+# labelled ones only, the distillation terms all 16). And the peer a user runs with
+# stock MMDetection today: the teacher's detections on U above a score fixed in advance
+# (0.5), written as a COCO json, the student trained plainly on L and those boxes (8 + 8
+# images a step, as the distilled students).
+UNLABELLED = dict(unlabelled=True)
+METHODS['vkd_lu'] = dict(kind='distiller', tap_defaults={}, **UNLABELLED,
+                         label='VkD (plugin defaults) on L and unlabelled U')
+METHODS['vkd_weight1_lu'] = dict(kind='distiller', tap_defaults=dict(loss_weight=1.0),
+                                 **UNLABELLED, label='VkD at weight 1 on L and unlabelled U')
+METHODS['pm_lu'] = dict(kind='distiller', tap_defaults={}, taps=[PREDICTION_TAP], **UNLABELLED,
+                        label='prediction mimicking on L and unlabelled U')
+METHODS['vkd_pm_lu'] = dict(kind='distiller', tap_defaults={}, taps=['neck', PREDICTION_TAP],
+                            **UNLABELLED,
+                            label='VkD and prediction mimicking on L and unlabelled U')
+PSEUDO_LABEL_SCORE = 0.5
+METHODS['pseudo_labels'] = dict(kind='pseudo_labels',
+                                label="pseudo-labels: the teacher's boxes on U (score >= 0.5), "
+                                      "plain training on L and those boxes")
 ABLATION_NOTE = ("projection 'none' needs equal channel counts; the student's 64-channel "
                  "FPN cannot be compared with the teacher's 128 channels without a map, "
                  "so the 'none' rows are not applicable to this pair")
@@ -399,6 +445,8 @@ def run_spec(method: str, seed: int, protocol_name: str, data_root: Path, teache
     # plugin resolves them (its defaults included): changing a plugin default
     # reruns exactly the methods it affects.
     teacher_scale = protocol.get('teacher_scale')
+    if is_teacher and protocol.get('teacher_val_interval'):
+        protocol = dict(protocol, val_interval=protocol['teacher_val_interval'])
     if teacher_scale is None:
         options = base_options(data_root, protocol, epochs, seed, splits)
     elif is_teacher:  # the teacher trains and validates at its own resolution
@@ -415,7 +463,10 @@ def run_spec(method: str, seed: int, protocol_name: str, data_root: Path, teache
         options['train_dataloader.num_workers'] = protocol['teacher_num_workers']
     if not is_teacher:
         files.append(student_cfg(protocol))
-        options['param_scheduler.0.end'] = protocol['student_warmup']
+        if protocol.get('student_iters'):
+            options = iteration_options(options, protocol)
+        else:
+            options['param_scheduler.0.end'] = protocol['student_warmup']
     method_cfg = None if is_teacher else METHODS[method]
     spec = dict(method=method, seed=seed, protocol=protocol_name, data_root=str(data_root),
                 epochs=epochs, options=options, method_cfg=method_cfg,
@@ -428,6 +479,18 @@ def run_spec(method: str, seed: int, protocol_name: str, data_root: Path, teache
             spec['student_cfg'] = protocol['student_cfg']
         if teacher_scale is not None:
             spec['student_input_scale'] = student_input_scale(protocol)
+        if protocol.get('student_iters'):
+            spec.update(epochs=None, iters=protocol['student_iters'],
+                        val_iters=protocol['student_val_iters'])
+        if method_cfg.get('unlabelled'):
+            spec['unlabelled_ann'] = splits['unlabelled_ann']
+            spec['unlabelled_per_batch'] = protocol['unlabelled_per_batch']
+            if protocol.get('unlabelled_images'):  # (a toy protocol's first images of U)
+                spec['unlabelled_images'] = protocol['unlabelled_images']
+        if method_cfg['kind'] == 'pseudo_labels':
+            spec['unlabelled_per_batch'] = protocol['unlabelled_per_batch']
+            if teacher:  # (written by run_all from the teacher, before the run starts)
+                spec['pseudo_ann'] = teacher.get('pseudo_ann')
     if teacher and teacher.get('sha256'):
         spec['teacher_sha256'] = teacher['sha256']
     # (entries added after the first runs only where set, so older keys still hold)
@@ -437,6 +500,30 @@ def run_spec(method: str, seed: int, protocol_name: str, data_root: Path, teache
         spec['lite_weights'] = str(Path(lite_weights).resolve())
     spec['key'] = f'{method}_s{seed}_{_hash(spec)}'
     return spec
+
+
+def iteration_options(options: dict, protocol: dict) -> dict:
+    """``options`` of an epoch-based run turned into the protocol's fixed number of
+    iterations (``student_iters``), validated every ``student_val_iters``, a
+    checkpoint every 85 (resumable), the learning rate warmed up then annealed over
+    the iterations."""
+    iters, every = protocol['student_iters'], protocol['student_val_iters']
+    epoch_keys = ('train_cfg.max_epochs', 'train_cfg.val_interval', 'param_scheduler.1.end',
+                  'param_scheduler.1.T_max', 'default_hooks.checkpoint.interval')
+    options = {k: v for k, v in options.items() if k not in epoch_keys}
+    options.update({
+        'train_cfg': dict(_delete_=True, type='IterBasedTrainLoop', max_iters=iters,
+                          val_interval=every),
+        'param_scheduler': [
+            dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
+                 end=protocol['student_warmup']),
+            dict(type='CosineAnnealingLR', by_epoch=False, begin=0, end=iters, T_max=iters)],
+        'default_hooks.checkpoint.interval': 85,
+        'default_hooks.checkpoint.by_epoch': False,
+        'log_processor.by_epoch': False,
+        'default_hooks.logger.log_metric_by_epoch': False,  # (val scores by iteration)
+    })
+    return options
 
 
 def student_input_scale(protocol: dict) -> float:
@@ -485,7 +572,21 @@ def build_config(spec: dict, teacher_cache_dir: str = None):
                              f"resolution, so {spec['method']} cannot run in it")
         cfg.model = mmrazor_model(cfg.model.to_dict(), teacher, spec['teacher_ckpt'], m['loss'])
         cfg.find_unused_parameters = True
-    if m['kind'] == 'plain' and spec.get('student_input_scale', 1.0) != 1.0:
+    if spec.get('unlabelled_ann'):
+        labelled = cfg.train_dataloader.dataset
+        mix_into_batches(cfg, dict(
+            type='UnlabelledImages', data_root=labelled.data_root,
+            ann_file=spec['unlabelled_ann'], data_prefix=dict(labelled.data_prefix),
+            metainfo=labelled.metainfo, pipeline=labelled.pipeline,
+            **({'indices': spec['unlabelled_images']} if spec.get('unlabelled_images') else {})),
+            spec['unlabelled_per_batch'])
+    if m['kind'] == 'pseudo_labels':
+        if not spec.get('pseudo_ann'):
+            raise ValueError(f"bench_facemask: {spec['key']} has no pseudo-label file; "
+                             f"run_all writes it from the teacher before the run")
+        mix_into_batches(cfg, dict(cfg.train_dataloader.dataset, ann_file=spec['pseudo_ann']),
+                         spec['unlabelled_per_batch'])
+    if m['kind'] in ('plain', 'pseudo_labels') and spec.get('student_input_scale', 1.0) != 1.0:
         # the student without distillation sees the distilled students' input
         cfg.model.data_preprocessor.batch_augments = [
             dict(type='RescaleBatch', scale_factor=spec['student_input_scale'])]
@@ -494,6 +595,21 @@ def build_config(spec: dict, teacher_cache_dir: str = None):
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [dict(type='ChannelsLastHook')]
     cfg.visualizer.name = f'bench_{spec["key"]}'
     return cfg
+
+
+def mix_into_batches(cfg, second: dict, per_batch: int) -> None:
+    """Every training batch: the config's batch of the training set plus ``per_batch``
+    images of ``second``, through mmdet's ConcatDataset and GroupMultiSourceSampler
+    (an endless sampler: the run must count iterations)."""
+    loader = cfg.train_dataloader
+    labelled = loader.batch_size
+    batch = labelled + per_batch
+    cfg.train_dataloader = dict(
+        batch_size=batch, num_workers=loader.num_workers,
+        persistent_workers=loader.persistent_workers, batch_sampler=None,
+        sampler=dict(type='GroupMultiSourceSampler', batch_size=batch,
+                     source_ratio=[labelled, per_batch]),
+        dataset=dict(type='ConcatDataset', datasets=[loader.dataset.to_dict(), second]))
 
 
 def set_lite_weights(model, lite_weights) -> None:
@@ -613,6 +729,8 @@ def run_one(spec_path: str) -> None:
         elif 'coco/bbox_mAP' in rec:
             per_epoch.append(dict(epoch=rec['step'], bbox_mAP=rec['coco/bbox_mAP'],
                                   bbox_mAP_50=rec['coco/bbox_mAP_50']))
+            if spec.get('iters'):  # (an iteration-based run: the step is the iteration)
+                per_epoch[-1] = dict(iteration=per_epoch[-1].pop('epoch'), **per_epoch[-1])
         elif 'loss' in rec:
             losses.append({k: v for k, v in rec.items()
                            if k == 'step' or 'loss' in k})
@@ -621,17 +739,21 @@ def run_one(spec_path: str) -> None:
     # (an undertrained student): those epochs score 0, and the result says so.
     # (An epoch at or before a resume point without a score was stopped during its
     # validation: it has no result rather than an empty one.)
-    per_epoch = list({e['epoch']: e for e in per_epoch}.values())
-    scored = {e['epoch'] for e in per_epoch}
-    empty = [e for e in validated_epochs(spec['epochs'], cfg.train_cfg.get('val_interval', 1))
-             if e not in scored and e > resumed_at]
-    per_epoch = sorted(per_epoch + [dict(epoch=e, bbox_mAP=0.0, bbox_mAP_50=0.0, no_detections=True)
-                                    for e in empty], key=lambda e: e['epoch'])
+    unit = 'iteration' if spec.get('iters') else 'epoch'
+    per_epoch = list({e[unit]: e for e in per_epoch}.values())
+    scored = {e[unit] for e in per_epoch}
+    points = (validated_epochs(spec['iters'], spec['val_iters']) if spec.get('iters') else
+              validated_epochs(spec['epochs'], cfg.train_cfg.get('val_interval', 1)))
+    empty = [e for e in points if e not in scored and e > resumed_at]
+    per_epoch = sorted(per_epoch + [{unit: e, 'bbox_mAP': 0.0, 'bbox_mAP_50': 0.0,
+                                     'no_detections': True} for e in empty],
+                       key=lambda e: e[unit])
     result = dict(
         key=spec['key'], method=spec['method'], seed=spec['seed'],
         protocol=spec['protocol'], epochs=spec['epochs'],
         bbox_mAP=per_epoch[-1]['bbox_mAP'], bbox_mAP_50=per_epoch[-1]['bbox_mAP_50'],
-        per_epoch=per_epoch, train_seconds=round(seconds, 1),
+        **{'per_validation' if spec.get('iters') else 'per_epoch': per_epoch},
+        iters=spec.get('iters'), train_seconds=round(seconds, 1),
         # (how fast the runs went, e.g. side by side on one GPU: the median logged
         # training iteration, data loading included)
         median_iter_seconds=round(statistics.median(t for t in iter_seconds if t), 4)
@@ -639,9 +761,10 @@ def run_one(spec_path: str) -> None:
         peak_rss_mib=round(peak_rss_mib(), 1), machine=describe(device), device=device,
         channels_last=any(h.get('type') == 'ChannelsLastHook' for h in cfg.get('custom_hooks', [])),
         final_losses=losses[-1] if losses else {}, loss_log=losses[::5],
-        note=f'no detections above the score threshold after epoch(s) {empty}: mAP 0'
+        note=f'no detections above the score threshold after {unit}(s) {empty}: mAP 0'
         if empty else None,
-        checkpoint=str(work_dir / f'epoch_{spec["epochs"]}.pth'),
+        checkpoint=str(work_dir / (f'iter_{spec["iters"]}.pth' if spec.get('iters') else
+                                   f'epoch_{spec["epochs"]}.pth')),
         teacher_ckpt=spec.get('teacher_ckpt'), teacher_sha256=spec.get('teacher_sha256'),
         teacher_check=teacher_check or None)
     if resumed_at:
@@ -663,7 +786,7 @@ def resumed_epoch(work_dir: Path) -> int:
 
 
 def validated_epochs(epochs: int, val_interval: int):
-    """The epochs after which mmengine's EpochBasedTrainLoop validates."""
+    """The epochs (or iterations) after which mmengine's train loops validate."""
     return [e for e in range(1, epochs + 1) if e % val_interval == 0 or e == epochs]
 
 
@@ -684,7 +807,8 @@ def ensure(spec: dict, cache: Path, out: Path, threads: int = None) -> dict:
         work_dir.mkdir(parents=True, exist_ok=True)
         (work_dir / 'spec.json').write_text(json.dumps(spec, indent=1))
         log(f'{spec["key"]}: training {spec["method"]} (seed {spec["seed"]}, '
-            f'{spec["epochs"]} epochs); log in {work_dir}/run.log')
+            f'{spec["iters"]} iterations' if spec.get('iters') else f'{spec["epochs"]} epochs'
+            f'); log in {work_dir}/run.log')
         env = dict(os.environ)
         if threads and 'OMP_NUM_THREADS' not in env:
             # Runs side by side, each with a thread per core, spin against each other:
@@ -735,7 +859,9 @@ def main(argv=None):
     # with SIGINT ignored, and Python keeps an inherited ignore: take it back.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('command', nargs='?', default='bench', choices=['bench', 'report', 'run'])
+    parser.add_argument('command', nargs='?', default='bench',
+                        choices=['bench', 'report', 'run', 'teacher', 'pseudo'],
+                        help="'teacher': train (or find cached) the protocol's teacher only")
     parser.add_argument('spec', nargs='?', help="(run) the spec.json of one run")
     parser.add_argument('--data-root', default=os.environ.get(
         'VKD_FACEMASK', str(ROOT.parent / 'shared' / 'data' / 'facemask')))
@@ -771,11 +897,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == 'run':
         return run_one(args.spec)
+    if args.command == 'pseudo':
+        return pseudo_label_child(args.spec)
     if args.quick and args.protocol not in (None, 'quick'):
         parser.error(f'--quick contradicts --protocol {args.protocol}; give one of them')
     protocol = args.protocol or ('quick' if args.quick else 'full')
     args.seeds = args.seeds or ([0] if protocol == 'quick' else [0, 1])
     out = Path(args.out)
+    if args.command == 'report' and PROTOCOLS[protocol].get('student_iters'):
+        return write_fewlabels_report(out, protocol, PROTOCOLS, METHODS, fewlabels_command(protocol))
     if args.command == 'report':
         from benchmarks.facemask_report import write_report
         return write_report(out, protocol, PROTOCOLS, METHODS, MAIN_METHODS, ABLATION_NOTE,
@@ -783,6 +913,8 @@ def main(argv=None):
 
     data_root = Path(args.data_root).resolve()
     splits = {name: getattr(args, name) for name in DEFAULT_SPLITS}
+    if PROTOCOLS[protocol].get('labelled_split'):
+        splits = fewlabels_splits(data_root, splits, PROTOCOLS[protocol], Path(args.cache))
     classes = read_split(data_root, splits['train_ann'], splits['train_img_dir'], 'train')
     log(f'{data_root}: classes {classes["classes"]}, {classes["images_with_boxes"]} training '
         f'images with {classes["boxes"]} boxes')
@@ -805,11 +937,111 @@ def main(argv=None):
         raise SystemExit(f'bench_facemask: the shared teacher {teacher_ckpt} has sha256 '
                          f'{file_sha256(teacher_ckpt)}, not the {expected} this protocol was '
                          f'measured with; pass --teacher-ckpt to use it anyway')
+    pseudo_labels = functools.partial(
+        write_pseudo_labels, data_root=data_root, splits=splits, protocol=PROTOCOLS[protocol],
+        lite_weights=args.lite_weights, cache=cache)
+    if args.command == 'teacher':
+        return run_all(spec, [], [], [], cache, out, jobs, teacher_ckpt=teacher_ckpt)
     run_all(spec, args.methods, args.seeds, args.ablation_seeds, cache, out, jobs,
-            teacher_ckpt=teacher_ckpt)
+            teacher_ckpt=teacher_ckpt, pseudo_labels=pseudo_labels)
+    if PROTOCOLS[protocol].get('student_iters'):
+        return write_fewlabels_report(out, protocol, PROTOCOLS, METHODS, fewlabels_command(protocol))
     from benchmarks.facemask_report import write_report
     write_report(out, protocol, PROTOCOLS, METHODS, MAIN_METHODS, ABLATION_NOTE,
                  pair_of(PROTOCOLS[protocol]), machine=describe(device or 'cpu'))
+
+
+def fewlabels_command(protocol: str) -> str:
+    return (f'python benchmarks/bench_facemask.py --protocol {protocol} --methods '
+            f"{' '.join(PROTOCOLS[protocol]['methods'])} --seeds 0 1 2 3 4 --jobs 2")
+
+
+def write_fewlabels_report(*args):
+    from benchmarks.fewlabels_report import write_fewlabels_report as write
+    return write(*args)
+
+
+def fewlabels_splits(data_root: Path, splits: dict, protocol: dict, cache: Path) -> dict:
+    """``splits`` with the training set cut to the protocol's labelled part L, and
+    ``unlabelled_ann`` its unlabelled part U (images only), both written from the
+    committed split under ``cache``."""
+    from benchmarks.fewlabels_split import SPLIT_FILE, load_split, write_annotations
+    split_file = SPLIT_FILE.parent / protocol['labelled_split']
+    paths = write_annotations(data_root / splits['train_ann'], load_split(split_file),
+                              cache / 'splits' / split_file.stem)
+    log(f"labelled part L: {paths['labelled']}; unlabelled part U (no boxes): "
+        f"{paths['unlabelled']}")
+    return dict(splits, train_ann=paths['labelled'], unlabelled_ann=paths['unlabelled'])
+
+
+def write_pseudo_labels(teacher: dict, data_root: Path, splits: dict, protocol: dict,
+                        lite_weights: str, cache: Path) -> str:
+    """The teacher's detections on the unlabelled part U with a score of at least
+    PSEUDO_LABEL_SCORE, as a COCO json (made once per teacher, in a child process)."""
+    images = protocol.get('unlabelled_images')
+    score = protocol.get('pseudo_label_score', PSEUDO_LABEL_SCORE)
+    path = cache / 'pseudo_labels' / (f"{teacher['sha256'][:16]}_score{score}"
+                                      f"{f'_first{images}' if images else ''}.json")
+    if path.is_file():
+        log(f'pseudo-labels: {path} (cached)')
+        return str(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    job = path.with_suffix('.job.json')
+    job.write_text(json.dumps(dict(
+        checkpoint=teacher['checkpoint'], unlabelled_ann=splits['unlabelled_ann'],
+        img_dir=str(data_root / splits['train_img_dir']), scale=protocol['teacher_scale'],
+        score_thr=score, lite_weights=lite_weights, out=str(path),
+        images=protocol.get('unlabelled_images'))))
+    log(f"pseudo-labels: the teacher's detections on U, score >= {score}")
+    proc = subprocess.run([sys.executable, __file__, 'pseudo', str(job)], cwd=ROOT,
+                          env=dict(os.environ, CUDA_VISIBLE_DEVICES=''))
+    if proc.returncode != 0:
+        raise SystemExit(f'bench_facemask: making the pseudo-labels failed (exit '
+                         f'{proc.returncode}; the lines above say why)')
+    return str(path)
+
+
+def pseudo_label_child(job_path: str) -> None:
+    """Child process of :func:`write_pseudo_labels`."""
+    job = json.loads(Path(job_path).read_text())
+    import vkd_mmdet  # noqa: F401  (safe checkpoint loading)
+    import benchmarks.efficientnet_lite  # noqa: F401
+    from mmdet.apis import inference_detector, init_detector
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    register_all_modules()
+    coco = json.loads(Path(job['unlabelled_ann']).read_text())
+    coco['images'] = coco['images'][:job['images']]  # (all, or a toy protocol's first)
+    cat_ids = [c['id'] for c in sorted(coco['categories'], key=lambda c: c['id'])]
+    cfg = Config.fromfile(str(TEACHER_CFG))
+    cfg.model.bbox_head.num_classes = len(cat_ids)
+    # (the head keeps boxes from its own test score threshold, 0.05, up)
+    cfg.model.test_cfg.score_thr = min(cfg.model.test_cfg.score_thr, job['score_thr'])
+    set_lite_weights(cfg.model, job['lite_weights'])
+    cfg.test_dataloader.dataset.pipeline[1].scale = tuple(job['scale'])  # (its Resize)
+    model = init_detector(cfg, job['checkpoint'], device='cpu')
+    annotations = []
+    for img in coco['images']:
+        found = inference_detector(model, str(Path(job['img_dir']) / img['file_name']))
+        inst = found.pred_instances[found.pred_instances.scores >= job['score_thr']]
+        for (x1, y1, x2, y2), score, label in zip(inst.bboxes.tolist(), inst.scores.tolist(),
+                                                   inst.labels.tolist()):
+            annotations.append(dict(id=len(annotations) + 1, image_id=img['id'],
+                                    category_id=cat_ids[label], bbox=[x1, y1, x2 - x1, y2 - y1],
+                                    area=(x2 - x1) * (y2 - y1), iscrowd=0, score=score))
+    with_boxes = len({a['image_id'] for a in annotations})
+    if not annotations:
+        raise SystemExit(f"bench_facemask: the teacher {job['checkpoint']} finds no box with a "
+                         f"score of at least {job['score_thr']} on the {len(coco['images'])} "
+                         f"unlabelled images: pseudo-labels would train on nothing")
+    coco.update(annotations=annotations, info=dict(
+        description=f"pseudo-labels: {Path(job['checkpoint']).name}'s detections with score "
+                    f">= {job['score_thr']} at {job['scale']}"))
+    tmp = Path(job['out'] + '.tmp')
+    tmp.write_text(json.dumps(coco))
+    tmp.rename(job['out'])
+    log(f"pseudo-labels: {len(annotations)} boxes on {with_boxes} of {len(coco['images'])} "
+        f"images -> {job['out']}")
 
 
 def shared_teacher(protocol: dict):
@@ -828,11 +1060,12 @@ def file_sha256(path) -> str:
 
 
 def run_all(spec, methods, seeds, ablation_seeds, cache: Path, out: Path, jobs: int,
-            teacher_ckpt: str = None):
+            teacher_ckpt: str = None, pseudo_labels=None):
     """The teacher and every (method, seed) run, ``jobs`` processes at a time:
     students without distillation train beside the teacher, the others after it.
     ``spec(method, seed, teacher=...)`` describes one run. With ``teacher_ckpt`` the
-    teacher is that file, not trained."""
+    teacher is that file, not trained. ``pseudo_labels(teacher)``: the path of the
+    teacher's pseudo-label file, for the methods that train on it."""
     from concurrent.futures import ThreadPoolExecutor
     order = job_order(methods, seeds, ablation_seeds)
     plain = [(m, s) for m, s in order if METHODS[m]['kind'] == 'plain']
@@ -854,6 +1087,8 @@ def run_all(spec, methods, seeds, ablation_seeds, cache: Path, out: Path, jobs: 
                              f'no distillation run can start')
         teacher['sha256'] = file_sha256(teacher['checkpoint'])
         log(f"teacher weights {teacher['checkpoint']}, sha256 {teacher['sha256']}")
+        if any(METHODS[m]['kind'] == 'pseudo_labels' for m, _ in order):
+            teacher['pseudo_ann'] = pseudo_labels(teacher)
         runs += [pool.submit(ensure_, spec(m, s, teacher=teacher))
                  for m, s in order if (m, s) not in plain]
         return [run.result() for run in runs]
