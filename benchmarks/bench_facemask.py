@@ -807,8 +807,8 @@ def ensure(spec: dict, cache: Path, out: Path, threads: int = None) -> dict:
         work_dir.mkdir(parents=True, exist_ok=True)
         (work_dir / 'spec.json').write_text(json.dumps(spec, indent=1))
         log(f'{spec["key"]}: training {spec["method"]} (seed {spec["seed"]}, '
-            f'{spec["iters"]} iterations' if spec.get('iters') else f'{spec["epochs"]} epochs'
-            f'); log in {work_dir}/run.log')
+            + (f'{spec["iters"]} iterations' if spec.get('iters') else f'{spec["epochs"]} epochs')
+            + f'); log in {work_dir}/run.log')
         env = dict(os.environ)
         if threads and 'OMP_NUM_THREADS' not in env:
             # Runs side by side, each with a thread per core, spin against each other:

@@ -186,3 +186,44 @@ def test_a_mixed_batch_trains_end_to_end_on_real_images(tmp_path):
     records = [r for r in read_scalars(tmp_path / 'work') if 'loss' in r]
     assert len(records) == 2
     assert all(r['loss_vkd_neck'] > 0 and r['loss_cls'] > 0 for r in records), records
+
+
+def unlabelled_config(tmp_path, name='vkd_retinanet_r50_unlabeled.py'):
+    """The shipped config pointed at coco128: its labelled set, and a folder of its
+    images as the unlabelled one."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(ROOT / 'configs' / name))
+    coco = data_root() / 'coco128'
+    labelled, unlabelled = cfg.train_dataloader.dataset.datasets
+    labelled.update(data_root=f'{coco}/', ann_file='annotations/instances_train2017.json',
+                    data_prefix=dict(img='train2017/'))
+    unlabelled.update(data_root=str(tmp_path), data_prefix=dict(img='raw_frames/'))
+    coco128_images(tmp_path, n=4)
+    cfg.train_dataloader.update(num_workers=0, persistent_workers=False)
+    return cfg
+
+
+def test_the_shipped_config_mixes_two_labelled_and_two_unlabelled_images(tmp_path):
+    from mmengine.runner import Runner
+    from helpers import load_tool
+    cfg = unlabelled_config(tmp_path)
+    assert cfg.model.type == 'VkDDistiller' and cfg.train_cfg.type == 'IterBasedTrainLoop'
+    loader = Runner.build_dataloader(cfg.train_dataloader, seed=0)
+    batch = next(iter(loader))
+    assert [s.metainfo.get('unlabelled', False) for s in batch['data_samples']] == \
+        [False, False, True, True]
+    mix = '\n'.join(load_tool('inspect_distill').training_mix(cfg))
+    assert '2 from CocoDataset' in mix and '(labelled: detection loss and distillation terms)' in mix
+    assert '2 from UnlabelledImages' in mix and '(unlabelled: distillation terms only)' in mix
+    assert 'the detection loss sees 2 of the 4 images a batch, every distillation tap all 4' in mix
+
+
+def test_inspect_refuses_a_two_stage_student_with_unlabelled_images(tmp_path):
+    from mmengine.config import Config
+    from helpers import load_tool
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'vkd_faster-rcnn_r50.py'))
+    cfg.train_dataloader = unlabelled_config(tmp_path).train_dataloader
+    with pytest.raises(SystemExit, match=r'inspect_distill.py: VkDDistiller: the batch holds '
+                                         r'unlabelled images .* the student FasterRCNN cannot '
+                                         r'be split so'):
+        load_tool('inspect_distill').inspect(cfg, (800, 1333))

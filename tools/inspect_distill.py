@@ -72,6 +72,51 @@ def _recorded(recorder, path: str) -> str:
     return f'{names} ({calls} call{"s" if calls > 1 else ""} per pass)'
 
 
+def _source(dataset: dict) -> str:
+    """``CocoDataset data/coco/annotations/x.json`` or ``UnlabelledImages data/raw/``."""
+    root = dataset.get('data_root') or ''
+    where = dataset.get('ann_file') or (dataset.get('data_prefix') or {}).get('img', '')
+    return f"{dataset.get('type')} {osp.join(root, where) if where else root or '?'}"
+
+
+def _is_unlabelled(dataset: dict) -> bool:
+    while dataset.get('dataset'):  # (wrappers such as RepeatDataset)
+        dataset = dataset['dataset']
+    return dataset.get('type') == 'UnlabelledImages'
+
+
+def training_mix(cfg: Config) -> list:
+    """Report lines: which training images feed the detection loss and which only the
+    distillation terms, and how many of each a batch takes."""
+    loader = cfg.get('train_dataloader') or {}
+    dataset = loader.get('dataset') or {}
+    sources = dataset.get('datasets') if dataset.get('type') == 'ConcatDataset' else [dataset]
+    flags = [_is_unlabelled(d) for d in sources]
+    if not any(flags):
+        return [f'training images: labelled only ({", ".join(_source(d) for d in sources)}); '
+                f'batch {loader.get("batch_size")}']
+    sampler = loader.get('sampler') or {}
+    ratio = sampler.get('source_ratio')
+    batch = sampler.get('batch_size', loader.get('batch_size'))
+    if not ratio or len(ratio) != len(sources):
+        return [f'training images: {sum(flags)} unlabelled source(s) among {len(sources)}, '
+                f'sampled by {sampler.get("type")} without a source_ratio per source: how many '
+                f'labelled images a batch holds is left to chance. Use GroupMultiSourceSampler '
+                f'with source_ratio (docs/unlabelled.md).']
+    # (MultiSourceSampler: int(batch * r / sum) per source, the remainder to the first)
+    counts = [int(batch * r / sum(ratio)) for r in ratio]
+    counts[0] += batch - sum(counts)
+    lines = [f'training images, batch {batch}:']
+    for d, n, unlabelled in zip(sources, counts, flags):
+        role = ('unlabelled: distillation terms only' if unlabelled else
+                'labelled: detection loss and distillation terms')
+        lines.append(f'  {n} from {_source(d)} ({role})')
+    labelled = sum(n for n, u in zip(counts, flags) if not u)
+    lines.append(f'  the detection loss sees {labelled} of the {batch} images a batch, every '
+                 f'distillation tap all {batch}')
+    return lines
+
+
 def inspect(cfg: Config, image_size, probe_size=None) -> str:
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
@@ -93,6 +138,13 @@ def inspect(cfg: Config, image_size, probe_size=None) -> str:
         model = MODELS.build(model_cfg)
     finally:
         logger.removeFilter(dry_run)
+    mix = training_mix(cfg)
+    if any('unlabelled:' in line for line in mix):
+        from vkd_mmdet.models.unlabelled_split import refuse_unsplittable
+        try:  # (refused here as the first unlabelled batch would refuse it)
+            refuse_unsplittable(model.student)
+        except ValueError as exc:
+            raise SystemExit(f'inspect_distill.py: {exc}') from None
     size = model.probe_size  # (enlarged where an input scale shrinks one side)
     scales = ('' if (model.student_input_scale, model.teacher_input_scale) == (1.0, 1.0) else
               f'; inputs resized for the student {model.student_input_scale:g}x, for the '
@@ -100,7 +152,7 @@ def inspect(cfg: Config, image_size, probe_size=None) -> str:
     lines = [f'student: {type(model.student).__name__}, teacher: {type(model.teacher).__name__} '
              f'(teacher_ckpt {ckpt!r}: named, not loaded){scales}',
              f'probe {size[0]}x{size[1]}; memory estimated for {image_size[0]}x{image_size[1]} '
-             f'training images', '']
+             f'training images', *mix, '']
     total_params = total_bytes = 0
     for spec, (s_feats, t_feats) in zip(model.tap_specs, model.probe_features(size)):
         pairing = model.level_pairings[spec.key]
