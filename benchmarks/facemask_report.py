@@ -105,16 +105,22 @@ PAIRED_HEADER = ['| method | seeds | bbox mAP | without distillation | per-seed 
                  '|---|---|---|---|---|---|---|---|']
 
 
-def paired_rows(runs: dict, methods: dict) -> list:
-    """The paired table: every distillation method with a seed in common with the
-    runs without distillation."""
-    rows = []
+def paired_methods(runs: dict, methods: dict):
+    """``(name, paired(...))`` of every method with a seed in common with the runs
+    without distillation, in ``methods``' order."""
     for name in methods:
         if name == 'none' or not runs.get(name):
             continue
         pair = paired(runs[name], runs.get('none', []))
-        if not pair['seeds']:
-            continue
+        if pair['seeds']:
+            yield name, pair
+
+
+def paired_rows(runs: dict, methods: dict) -> list:
+    """The paired table: every distillation method with a seed in common with the
+    runs without distillation."""
+    rows = []
+    for name, pair in paired_methods(runs, methods):
         ok = [r for r in runs[name] if not r.get('failed') and r['seed'] in pair['seeds']]
         ratios = [x for x in map(loss_ratio, ok) if x]
         iters = [r['median_iter_seconds'] for r in ok if r.get('median_iter_seconds')]

@@ -5,7 +5,7 @@ labels: cpu-hires's runs without distillation, same iterations and machine)."""
 import statistics
 from pathlib import Path
 
-from benchmarks.facemask_report import PAIRED_HEADER, _load, paired, paired_rows
+from benchmarks.facemask_report import PAIRED_HEADER, _load, paired_methods, paired_rows
 
 ORACLE_PROTOCOL = 'cpu-hires'
 
@@ -19,12 +19,7 @@ def gap_closed_rows(runs: dict, oracle: list, methods: dict) -> list:
     oracle_map = statistics.fmean(oracle_ok)
     rows = ['| method | paired difference (mAP) | oracle - none (mAP) | share of the gap closed |',
             '|---|---|---|---|']
-    for name in methods:
-        if name == 'none' or not runs.get(name):
-            continue
-        pair = paired(runs[name], runs.get('none', []))
-        if not pair['seeds']:
-            continue
+    for name, pair in paired_methods(runs, methods):
         gap = oracle_map - pair['plain_map']
         rows.append(f'| {methods[name]["label"]} | {pair["mean"]:+.2f} | {gap:.2f} | '
                     f'{pair["mean"] / gap:+.0%} |' if gap > 0 else
@@ -77,19 +72,25 @@ def write_fewlabels_report(out: Path, protocol: str, protocols: dict, methods: d
     return path
 
 
-def curve_rows(runs: dict, methods: dict) -> list:
-    """Mean bbox mAP of each method's seeds at each validation point."""
-    rows = []
+def validation_curves(runs: dict) -> dict:
+    """``{method: (iterations, mean bbox mAP % of its seeds at each, seeds)}``."""
+    curves = {}
     for name, rs in runs.items():
         ok = [r for r in rs if not r.get('failed') and r.get('per_validation')]
         if not ok or name == 'teacher':
             continue
         points = [e['iteration'] for e in ok[0]['per_validation']]
         means = [statistics.fmean(100 * r['per_validation'][i]['bbox_mAP'] for r in ok
-                                  if len(r['per_validation']) > i)
-                 for i in range(len(points))]
-        rows.append(f"| {methods.get(name, {}).get('label', name)} | {len(ok)} | "
-                    + ' | '.join(f'{it}: {m:.1f}' for it, m in zip(points, means)) + ' |')
+                                  if len(r['per_validation']) > i) for i in range(len(points))]
+        curves[name] = (points, means, len(ok))
+    return curves
+
+
+def curve_rows(runs: dict, methods: dict) -> list:
+    """Mean bbox mAP of each method's seeds at each validation point."""
+    rows = [f"| {methods.get(name, {}).get('label', name)} | {seeds} | "
+            + ' | '.join(f'{it}: {m:.1f}' for it, m in zip(points, means)) + ' |'
+            for name, (points, means, seeds) in validation_curves(runs).items()]
     return ['| method | seeds | iteration: mAP ... |', '|---|---|---|', *rows] if rows else []
 
 
@@ -98,15 +99,9 @@ def _plot(out: Path, protocol: str, runs: dict, methods: dict) -> None:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4))
-    for name, rs in runs.items():
-        ok = [r for r in rs if not r.get('failed') and r.get('per_validation')]
-        if not ok or name == 'teacher':
-            continue
-        points = [e['iteration'] for e in ok[0]['per_validation']]
-        means = [statistics.fmean(100 * r['per_validation'][i]['bbox_mAP'] for r in ok
-                                  if len(r['per_validation']) > i) for i in range(len(points))]
+    for name, (points, means, seeds) in validation_curves(runs).items():
         ax.plot(points, means, marker='o',
-                label=f"{methods.get(name, {}).get('label', name)} ({len(ok)} seeds)")
+                label=f"{methods.get(name, {}).get('label', name)} ({seeds} seeds)")
     ax.set_xlabel('iteration')
     ax.set_ylabel('face-mask val bbox mAP (%)')
     ax.legend(fontsize=7)
