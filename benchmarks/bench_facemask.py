@@ -953,7 +953,8 @@ def main(argv=None):
 
 def fewlabels_command(protocol: str) -> str:
     return (f'python benchmarks/bench_facemask.py --protocol {protocol} --methods '
-            f"{' '.join(PROTOCOLS[protocol]['methods'])} --seeds 0 1 2 3 4 --jobs 2")
+            f"{' '.join(PROTOCOLS[protocol]['methods'])} --seeds 0 1 2 3 4 "
+            f"--ablation-seeds 0 1 2 3 4 --jobs 2")
 
 
 def write_fewlabels_report(*args):
