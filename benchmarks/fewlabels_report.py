@@ -56,6 +56,15 @@ def write_fewlabels_report(out: Path, protocol: str, protocols: dict, methods: d
                       f"{', '.join(str(r['seed']) for r in plain)}: the teacher leads by "
                       f"{100 * teacher['bbox_mAP'] - mean:+.2f}."]
         lines += ['']
+    oracle_ok = [r for r in oracle if not r.get('failed')]
+    if oracle_ok:
+        lines += [f"Oracle (the same student on all 677 labels, {ORACLE_PROTOCOL}'s runs without "
+                  f"distillation, 1020 iterations): "
+                  f"{statistics.fmean(100 * r['bbox_mAP'] for r in oracle_ok):.2f} bbox mAP over "
+                  f"seeds {', '.join(str(r['seed']) for r in oracle_ok)}"
+                  + (f"; the label gap to the student on L: "
+                     f"{statistics.fmean(100 * r['bbox_mAP'] for r in oracle_ok) - statistics.fmean(100 * r['bbox_mAP'] for r in plain):+.2f}"
+                     if plain else '') + '.', '']
     shas = sorted({r['teacher_sha256'] for rs in runs.values() for r in rs
                    if r.get('teacher_sha256')})
     if shas:
