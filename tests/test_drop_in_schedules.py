@@ -176,7 +176,8 @@ def test_a_stock_amp_config_trains_on_a_cpu(tmp_path, capsys):
     runner, _, _ = train_test_and_deploy(tmp_path, config, epochs=1)
     assert type(runner.optim_wrapper).__name__ == 'CPUAmpOptimWrapper'
     assert "the config's AmpOptimWrapper needs a GPU, and there is none: using " \
-           "CPUAmpOptimWrapper (bfloat16 autocast)" in capsys.readouterr().out
+           "CPUAmpOptimWrapper (bfloat16 autocast where the CPU computes bf16 natively, " \
+           "else float32) instead" in capsys.readouterr().out
     assert type(runner.train_dataloader.dataset).__name__ == 'RepeatDataset'
 
 
