@@ -135,11 +135,16 @@ PROTOCOLS['cpu-fewlabels'] = dict(
     val_interval=3, checkpoint_interval=1, student_cfg='facemask_student_lite0_fpn64.py',
     device='cpu', labelled_split='facemask_fewlabels.json', teacher_feature_cache=True,
     student_iters=1020, student_val_iters=255, unlabelled_per_batch=8,
+    # the teacher's epoch_24.pth as this benchmark trained it (AMD EPYC, 2026-12-07), used
+    # from ../shared/benchmarks/facemask/ when it is there instead of training it again
+    shared_teacher='teacher_lite2_fpn128_640px_fewlabels.pth',
+    shared_teacher_sha256='dc0094d6b59756cbdcda9df7354e16002b92fc2eee72cc65e35e65ce2c83f7c2',
     methods=('none', 'vkd', 'vkd_lu', 'pm_lu', 'vkd_pm_lu', 'pseudo_labels', 'vkd_weight1_lu'))
 # Its code path at toy size (tests/test_bench_fewlabels.py): 8 labelled and 8 unlabelled
 # images at 128 px (the teacher at 256), 4 iterations, 2 validations.
 PROTOCOLS['fewlabels-toy'] = dict(
     PROTOCOLS['cpu-fewlabels'], train_images=8, val_images=4, unlabelled_images=8,
+    shared_teacher=None, shared_teacher_sha256=None,
     teacher_epochs=1, teacher_val_interval=1, scale=(128, 128), teacher_scale=(256, 256),
     student_warmup=2, student_iters=4, student_val_iters=2, unlabelled_per_batch=2,
     teacher_feature_cache=False,
