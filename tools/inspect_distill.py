@@ -85,13 +85,19 @@ def _is_unlabelled(dataset: dict) -> bool:
     return dataset.get('type') == 'UnlabelledImages'
 
 
+def training_sources(cfg: Config) -> tuple:
+    """The training set's sources (a ConcatDataset's parts, or the one set) and, for
+    each, whether it is unlabelled."""
+    dataset = (cfg.get('train_dataloader') or {}).get('dataset') or {}
+    sources = dataset.get('datasets') if dataset.get('type') == 'ConcatDataset' else [dataset]
+    return sources, [_is_unlabelled(d) for d in sources]
+
+
 def training_mix(cfg: Config) -> list:
     """Report lines: which training images feed the detection loss and which only the
     distillation terms, and how many of each a batch takes."""
     loader = cfg.get('train_dataloader') or {}
-    dataset = loader.get('dataset') or {}
-    sources = dataset.get('datasets') if dataset.get('type') == 'ConcatDataset' else [dataset]
-    flags = [_is_unlabelled(d) for d in sources]
+    sources, flags = training_sources(cfg)
     if not any(flags):
         return [f'training images: labelled only ({", ".join(_source(d) for d in sources)}); '
                 f'batch {loader.get("batch_size")}']
@@ -138,8 +144,7 @@ def inspect(cfg: Config, image_size, probe_size=None) -> str:
         model = MODELS.build(model_cfg)
     finally:
         logger.removeFilter(dry_run)
-    mix = training_mix(cfg)
-    if any('unlabelled:' in line for line in mix):
+    if any(training_sources(cfg)[1]):
         from vkd_mmdet.models.unlabelled_split import refuse_unsplittable
         try:  # (refused here as the first unlabelled batch would refuse it)
             refuse_unsplittable(model.student)
@@ -152,7 +157,7 @@ def inspect(cfg: Config, image_size, probe_size=None) -> str:
     lines = [f'student: {type(model.student).__name__}, teacher: {type(model.teacher).__name__} '
              f'(teacher_ckpt {ckpt!r}: named, not loaded){scales}',
              f'probe {size[0]}x{size[1]}; memory estimated for {image_size[0]}x{image_size[1]} '
-             f'training images', *mix, '']
+             f'training images', *training_mix(cfg), '']
     total_params = total_bytes = 0
     for spec, (s_feats, t_feats) in zip(model.tap_specs, model.probe_features(size)):
         pairing = model.level_pairings[spec.key]
