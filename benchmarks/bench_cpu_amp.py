@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.machine import describe  # noqa: E402
+from benchmarks.results_io import write_result  # noqa: E402
 
 STUDENT = 'mmdet::centernet/centernet-update_r18_fpn_8xb8-amp-lsj-200e_coco.py'
 TEACHER = 'mmdet::centernet/centernet-update_r50_fpn_8xb8-amp-lsj-200e_coco.py'
@@ -120,9 +121,8 @@ def main(argv=None):
             raise SystemExit(f'bench_cpu_amp: the {bf16} run failed:\n{proc.stderr[-3000:]}')
         result['iteration'][bf16] = json.loads(line[0][len('RESULT '):])
     out = Path(args.out)
-    (out / 'cpu_amp.json').write_text(json.dumps(result, indent=1))
     conv, it = result['conv_seconds'], result['iteration']
-    (out / 'cpu_amp.md').write_text('\n'.join([
+    write_result(out, 'cpu_amp', result, [
         '# Mixed precision on the CPU', '',
         'Reproduce: `python benchmarks/bench_cpu_amp.py`', '',
         f"Machine: {result['machine']}; native bf16: {native} ({what}); torch "
@@ -134,8 +134,7 @@ def main(argv=None):
         f"{it['never']['crop'][0]} px crops | {it['never']['seconds']:.1f} s | "
         f"{it['always']['seconds']:.1f} s | {it['always']['seconds'] / it['never']['seconds']:.1f}x |",
         '', f"`bf16='auto'` (the default) trains this CPU in "
-        f"{'bf16' if native else 'float32'}.", '']))
-    print((out / 'cpu_amp.md').read_text())
+        f"{'bf16' if native else 'float32'}.", ''])
 
 
 if __name__ == '__main__':

@@ -13,7 +13,6 @@ Repetitions are interleaved; medians are reported.
 Writes benchmarks/results/distill_cost.json and .md.
 """
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -24,6 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import vkd_mmdet  # noqa: E402,F401
 from benchmarks.machine import describe  # noqa: E402
+from benchmarks.results_io import write_result  # noqa: E402
 from benchmarks.timing import interleaved  # noqa: E402
 from vkd_mmdet.models import OrthogonalProjector, VkDLoss  # noqa: E402
 
@@ -144,8 +144,6 @@ def main():
         distill_taps='5 FPN levels 256->256 + backbone C5 512->2048, standardize, smooth-L1, QR map',
         map_fwd_bwd_s=maps, parts_s=parts,
         raw=dict(retinanet_r18_step_s=t_r18, distill_side_s=t_distill))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / 'distill_cost.json').write_text(json.dumps(result, indent=2))
     lines = [
         '# Distillation-side cost (issue: VkD core)', '',
         f'Command: `{result["command"]}`  ', f'Machine: {result["machine"]}', '',
@@ -157,8 +155,7 @@ def main():
         '',
         '| orthogonal map | forward+backward |', '|---|---|',
     ] + [f'| {k} | {v * 1e3:.1f} ms |' for k, v in maps.items()]
-    (RESULTS / 'distill_cost.md').write_text('\n'.join(lines) + '\n')
-    print('\n'.join(lines))
+    write_result(RESULTS, 'distill_cost', result, lines)
 
 
 if __name__ == '__main__':

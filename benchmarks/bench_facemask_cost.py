@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from benchmarks.machine import describe  # noqa: E402
+from benchmarks.results_io import write_result  # noqa: E402
 from benchmarks.timing import interleaved  # noqa: E402
 from benchmarks.bench_facemask import (METHODS, PAIR, PROTOCOLS, STUDENT_CFG,  # noqa: E402
                                        TEACHER_CFG, mmrazor_model, peak_rss_mib,
@@ -202,9 +203,6 @@ def main(argv=None):
         result['overhead_vs_student_plus_teacher'] = result['overhead_per_distiller']['vkd']
     if 'vkd' in med and 'mmrazor_pkd' in med:
         result['vkd_vs_mmrazor_pkd'] = med['vkd'] / med['mmrazor_pkd']
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / 'facemask_cost.json').write_text(json.dumps(result, indent=1))
     lines = ['# Training cost, face-mask benchmark pair', '',
              f'Student: {PAIR["student"]}.', '', f'Teacher: {PAIR["teacher"]}.', '',
              f'Reproduce: `{result["command"]}`', '', f'Machine: {result["machine"]}; '
@@ -228,8 +226,7 @@ def main(argv=None):
                      f'{"met" if r <= 1.0 else "missed"})')
     lines.append(f'- checkpoint: exported VkD student {sizes["vkd_exported_student_bytes"]} '
                  f'bytes, plain student {sizes["plain_student_bytes"]} bytes')
-    (out / 'facemask_cost.md').write_text('\n'.join(lines) + '\n')
-    print('\n'.join(lines))
+    write_result(args.out, 'facemask_cost', result, lines)
 
 
 if __name__ == '__main__':

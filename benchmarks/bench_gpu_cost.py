@@ -40,6 +40,7 @@ from mmengine.config import DictAction
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.machine import describe  # noqa: E402
+from benchmarks.results_io import write_result  # noqa: E402
 from benchmarks.timing import interleaved, medians  # noqa: E402
 
 CONFIGS = ('vkd_retinanet_r50', 'vkd_faster-rcnn_r50', 'vkd_fcos_r50', 'vkd_gfl_r50')
@@ -58,7 +59,7 @@ def model_config(name: str, taps=None, tap_options=None) -> dict:
     """The config's ``VkDDistiller`` settings with random, download-free weights,
     and ``tap_options`` (e.g. ``recompute=False``) added to its ``tap_defaults``."""
     from mmengine.config import Config
-    from vkd_mmdet.models.vkd_distiller import build_teacher_config
+    from vkd_mmdet.models.teacher_model import build_teacher_config
     model = Config.fromfile(str(ROOT / 'configs' / f'{name}.py')).model.to_dict()
     model['teacher'] = build_teacher_config(model['teacher'])
     for side in (model['student'], model['teacher']):
@@ -347,8 +348,7 @@ def main(argv=None):
         batch_cache.clear()
         print(json.dumps(result['configs'][name], indent=1, default=str), flush=True)
         # after every config, so a run stopped at a time limit keeps what it measured
-        (out / f'{stem}.json').write_text(json.dumps(result, indent=1))
-        (out / f'{stem}.md').write_text(report(result))
+        write_result(out, stem, result, report(result), echo=False)
     print(report(result))
     return result
 

@@ -28,11 +28,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.bench_facemask import proc_status_mib  # noqa: E402
 from benchmarks.machine import describe  # noqa: E402
+from benchmarks.results_io import write_result  # noqa: E402
 
 
 def one(shape, chunk_elements) -> dict:
     """In this process: the peak above the start of one forward+backward."""
     import torch
+    from vkd_mmdet.models.blockwise_compare import block_count
     from vkd_mmdet.models.vkd_loss import VkDLoss
     torch.manual_seed(0)
     n, c, h, w = shape
@@ -45,7 +47,7 @@ def one(shape, chunk_elements) -> dict:
     Path('/proc/self/clear_refs').write_text('5')  # reset VmHWM to the current RSS
     began = time.perf_counter()
     loss(student, teacher).backward()
-    blocks = len(student.chunk(loss._blocks(student, teacher)))
+    blocks = len(student.chunk(block_count(loss, student, teacher)))
     return dict(chunk_elements=chunk_elements, blocks=blocks,
                 peak_above_start_mib=round(proc_status_mib('VmHWM') - start, 1),
                 seconds=round(time.perf_counter() - began, 2))
@@ -84,9 +86,6 @@ def main(argv=None):
     result = dict(machine=describe(), shape=list(args.shape), float32_map_mib=round(map_mib, 1),
                   command='python benchmarks/bench_side_memory.py ' + ' '.join(
                       argv if argv is not None else sys.argv[1:]), runs=runs)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / 'side_memory.json').write_text(json.dumps(result, indent=1))
     lines = ['# One tap level\'s float32 side: peak memory, whole map against blocks (CPU)', '',
              f'Machine: {result["machine"]}. Command: `{result["command"]}`.', '',
              f'Half-precision maps {tuple(args.shape)} on both sides, one forward and backward '
@@ -99,8 +98,7 @@ def main(argv=None):
     lines += [f'| {r["chunk_elements"]} | {r["blocks"]} | {r["peak_above_start_mib"]:.0f} | '
               f'{r["peak_above_start_mib"] / map_mib:.1f} | {r["seconds"]} '
               f'({r["seconds_range"][0]}-{r["seconds_range"][1]}) |' for r in runs]
-    (out / 'side_memory.md').write_text('\n'.join(lines) + '\n')
-    print('\n'.join(lines))
+    write_result(args.out, 'side_memory', result, lines)
     return result
 
 

@@ -45,9 +45,9 @@ class CachedTeacherDistiller(VkDDistiller):
         self.teacher_cache_dir = Path(teacher_cache_dir)
         # The levels each tapped teacher module must keep (after level pairing).
         self._cached_levels: Dict[str, List[int]] = {}
-        for spec in self.tap_specs:
-            levels = self._cached_levels.setdefault(spec.teacher, [])
-            levels += [lvl for lvl in spec.teacher_levels if lvl not in levels]
+        for tap in self.plan.taps:
+            levels = self._cached_levels.setdefault(tap.spec.teacher, [])
+            levels += [lvl for lvl in tap.pairing.teacher if lvl not in levels]
         self.cache_hits = self.cache_misses = 0
 
     def teacher_outputs(self, batch_inputs: torch.Tensor, batch_data_samples) -> Dict[str, object]:

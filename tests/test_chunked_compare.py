@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from vkd_mmdet.models.blockwise_compare import block_count
 from vkd_mmdet.models.vkd_loss import VkDLoss
 
 
@@ -30,7 +31,7 @@ def test_maps_compared_in_blocks_give_the_whole_maps_loss_and_gradients(kwargs):
     g = torch.Generator().manual_seed(2)
     student = (torch.randn(5, 8, 6, 7, generator=g) * 3 + 1).requires_grad_()
     teacher = torch.randn(5, 16, 12, 14, generator=g) * 2 - 1  # resized inside
-    assert blocks._blocks(student, teacher) == 5 and whole._blocks(student, teacher) == 1
+    assert block_count(blocks, student, teacher) == 5 and block_count(whole, student, teacher) == 1
     results = []
     for loss in (whole, blocks):
         student.grad = None
@@ -88,7 +89,7 @@ def test_the_teachers_statistics_pass_resizes_nothing():
     student = torch.randn(4, 3, 8, 8, requires_grad=True)
     teacher = torch.randn(4, 5, 16, 16)
     loss = VkDLoss(3, 5, chunk_elements=5 * 16 * 16)
-    assert loss._blocks(student, teacher) == 4
+    assert block_count(loss, student, teacher) == 4
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         loss(student, teacher)
     resizes = [e for e in prof.events() if e.name == 'aten::upsample_bilinear2d']

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from helpers import detection_batch
+from vkd_mmdet.models.blockwise_compare import block_count
+from vkd_mmdet.models.tap_plan import tap_channels
 from vkd_mmdet.models import VkDDistiller, VkDLoss
 from vkd_mmdet.models.feature_norm import standardize, standardize_per_image
 from vkd_mmdet.models.taps import parse_taps
@@ -42,7 +44,7 @@ def test_the_weighted_loss_equals_the_formula(norm, chunk_elements):
                    foreground_weight=1.5, background_weight=0.5, chunk_elements=chunk_elements)
     got = loss(student, teacher, boxes=hand_built())
     if chunk_elements:
-        assert loss._blocks(student, teacher) == 2
+        assert block_count(loss, student, teacher) == 2
     # by hand: normalisation over all positions, then per-position error, channel mean
     s, t = (standardize(student), standardize(teacher)) if norm == 'standardize' \
         else (student, teacher)
@@ -155,7 +157,7 @@ def test_per_image_standardisation_in_blocks_equals_whole():
     whole = VkDLoss(3, 5, norm='standardize_image', chunk_elements=None)
     blocks = VkDLoss(3, 5, norm='standardize_image', chunk_elements=200)
     blocks.load_state_dict(whole.state_dict())
-    assert blocks._blocks(student, teacher) > 1
+    assert block_count(blocks, student, teacher) > 1
     a, b = whole(student, teacher), blocks(student, teacher)
     torch.testing.assert_close(a, b)
     ga, = torch.autograd.grad(a, student)
@@ -183,4 +185,4 @@ def test_the_distiller_weights_a_tap_by_the_batchs_boxes(small_pair):
     spec = parse_taps([dict(module='decoder', **fg)])[0]
     with pytest.raises(ValueError, match=r"VkD tap 'decoder': foreground_weight weights the "
                                          r"positions of \(N, C, H, W\) maps .* \[\(1, 10, 8\)\]"):
-        VkDDistiller._build_tap_losses(spec, [torch.zeros(1, 10, 8)], [torch.zeros(1, 10, 16)])
+        tap_channels(spec, [torch.zeros(1, 10, 8)], [torch.zeros(1, 10, 16)])

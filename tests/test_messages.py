@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from helpers import ROOT, load_tool
-from vkd_mmdet.checkpoint import CheckpointMismatchError
+from vkd_mmdet.checkpoint import CheckpointError
+from vkd_mmdet.errors import ConfigError, TapError
 from vkd_mmdet.models import VkDDistiller
 
 
 def test_tap_defaults_that_are_not_a_dict(small_pair):
-    with pytest.raises(TypeError, match=r"tap_defaults='standardize' is a str; give a dict "
+    with pytest.raises(ConfigError, match=r"tap_defaults='standardize' is a str; give a dict "
                                         r"of tap options, e.g. tap_defaults=dict\("):
         VkDDistiller(*copy.deepcopy(small_pair), tap_defaults='standardize')
 
@@ -24,7 +25,7 @@ def test_a_teacher_checkpoint_under_a_prefix_names_it_and_how_to_strip_it(small_
     ckpt = tmp_path / 'razor.pth'
     torch.save({'state_dict': {**{prefix + k: v for k, v in state.items()},
                                'distiller.connectors.x.weight': torch.zeros(1)}}, ckpt)
-    with pytest.raises(CheckpointMismatchError,
+    with pytest.raises(CheckpointError,
                        match=rf"under the prefix '{prefix}' .*k\[{len(prefix)}:\]"):
         VkDDistiller(student=student, teacher=teacher, teacher_ckpt=str(ckpt),
                      probe_size=(128, 128))
@@ -65,7 +66,7 @@ def test_a_directory_as_teacher_ckpt_is_named_with_the_checkpoints_it_holds(smal
 
 
 def test_a_tap_on_the_whole_dense_head_says_what_it_returns_and_which_taps_work(small_pair):
-    with pytest.raises(RuntimeError, match=r"the student's 'bbox_head' is the whole dense head\. "
+    with pytest.raises(TapError, match=r"the student's 'bbox_head' is the whole dense head\. "
                                            r"It runs, but .*calls bbox_head\.forward\(\.\.\.\) "
                                            r"directly.*it returns a tuple of 2 \(a list of 5 .*"
                                            r"'bbox_head\.cls_convs', 'bbox_head\.reg_convs'.*"
@@ -76,14 +77,14 @@ def test_a_tap_on_the_whole_dense_head_says_what_it_returns_and_which_taps_work(
 def test_a_teacher_checkpoint_with_nan_weights_is_refused_at_load_with_the_tensor(small_pair,
                                                                                   tmp_path):
     from mmdet.registry import MODELS
-    from vkd_mmdet.checkpoint import NonFiniteCheckpointError
+    from vkd_mmdet.checkpoint import CheckpointError
     student, teacher = copy.deepcopy(small_pair)
     state = MODELS.build(copy.deepcopy(teacher)).state_dict()
     state['neck.fpn_convs.2.conv.weight'][0, 0, 0, 0] = float('nan')
     state['bbox_head.retina_cls.bias'][:3] = float('inf')
     ckpt = tmp_path / 'diverged.pth'
     torch.save({'state_dict': state}, ckpt)
-    with pytest.raises(NonFiniteCheckpointError,
+    with pytest.raises(CheckpointError,
                        match=rf"teacher checkpoint {ckpt}: 2 tensor\(s\) hold NaN or Inf, first "
                              rf"'neck\.fpn_convs\.2\.conv\.weight' \(1 of 147456 values\), "
                              rf"'bbox_head\.retina_cls\.bias' \(3 of 720 values\)"):

@@ -8,7 +8,7 @@ import torch
 
 from helpers import detection_batch, small_retinanet
 from vkd_mmdet.models import VkDDistiller, VkDLoss
-from vkd_mmdet.models.vkd_loss import sigmoid_kd_loss
+from vkd_mmdet.models.prediction_mimic_loss import PredictionMimicLoss, sigmoid_kd_loss
 
 PREDICTION_TAP = dict(module='bbox_head.retina_cls', loss='sigmoid_kd', projection='none',
                       norm='none', loss_weight=1.0)
@@ -34,20 +34,25 @@ def test_sigmoid_kd_by_hand():
 def test_sigmoid_kd_is_zero_with_zero_gradient_when_the_student_equals_the_teacher():
     t = torch.randn(2, 27, 8, 8) * 3
     s = t.clone().requires_grad_(True)
-    loss = VkDLoss(27, 27, loss='sigmoid_kd', projection='none', norm='none', loss_weight=1.0)(s, t)
+    loss = PredictionMimicLoss(27, 27, loss='sigmoid_kd', projection='none', norm='none', loss_weight=1.0)(s, t)
     loss.backward()
     assert loss.item() == 0.0 and s.grad.abs().max().item() == 0.0
     s2 = (t + 0.5).requires_grad_(True)
-    VkDLoss(27, 27, loss='sigmoid_kd', projection='none', norm='none')(s2, t).backward()
+    PredictionMimicLoss(27, 27, loss='sigmoid_kd', projection='none', norm='none')(s2, t).backward()
     assert s2.grad.abs().max().item() > 0  # and a pull where they differ
 
 
 def test_prediction_losses_refuse_normalised_or_projected_logits():
     with pytest.raises(ValueError, match=r"loss='sigmoid_kd' compares the two heads' logits as "
                                          r"they are, so give norm='none' and projection='none'"):
-        VkDLoss(27, 27, loss='sigmoid_kd')
+        # (what a tap with loss='sigmoid_kd' and the feature defaults gives)
+        PredictionMimicLoss(27, 27, loss='sigmoid_kd', norm='standardize',
+                            projection='orthogonal')
+    with pytest.raises(ValueError, match=r"loss='sigmoid_kd' is prediction mimicking, a loss "
+                                         r"of its own: PredictionMimicLoss"):
+        VkDLoss(27, 27, loss='sigmoid_kd', projection='none', norm='none')
     with pytest.raises(ValueError, match=r"foreground_weight does not apply"):
-        VkDLoss(27, 27, loss='sigmoid_kd', projection='none', norm='none', foreground_weight=1.0)
+        PredictionMimicLoss(27, 27, loss='sigmoid_kd', projection='none', norm='none', foreground_weight=1.0)
 
 
 def test_a_prediction_tap_with_other_classes_is_refused_with_why():

@@ -97,6 +97,6 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
                                      str(full / 'epoch_1.pth')),
                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert wrong.returncode != 0
-    assert ("CheckpointMismatchError: --resume: the checkpoint was written by another setup "
+    assert ("CheckpointError: --resume: the checkpoint was written by another setup "
             "than this config: 0 missing keys (e.g. []), 4 unexpected keys (e.g. "
             "['distill_losses.backbone.0.") in wrong.stderr, wrong.stderr[-3000:]

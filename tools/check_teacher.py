@@ -51,7 +51,7 @@ def check(cfg: Config, teacher=None, teacher_ckpt=None, student_map=None,
     from mmdet.registry import MODELS
     from vkd_mmdet.checkpoint import load_teacher_checkpoint
     from vkd_mmdet.export import builds_distiller
-    from vkd_mmdet.models.vkd_distiller import build_teacher_config
+    from vkd_mmdet.models.teacher_model import build_teacher_config
     from vkd_mmdet.teacher_check import run_teacher_check, teacher_view
     init_default_scope('mmdet')
     model_cfg = dict(cfg.get('model') or {})

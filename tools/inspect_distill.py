@@ -177,12 +177,14 @@ def inspect(cfg: Config, image_size, probe_size=None) -> str:
             saved = positions * 4 * (kept['student'] * c_s + kept['teacher'] * c_t)
             params = sum(p.numel() for p in loss.parameters())
             total_params, total_bytes = total_params + params, total_bytes + saved
+            compares = (f'{describe_projector(loss.projector)}, {params:,} parameters; norm='
+                        f'{loss.norm} ({loss.norm_side})' if hasattr(loss, 'projector')
+                        else 'logits as they are (no projection, no norm)')
             lines.append(
                 f'  level {pairing.student[i]}<->{pairing.teacher[i]}: student '
                 f"{tuple(s.shape)} stride {pairing.own_stride('student', pairing.student[i])}, "
                 f"teacher {tuple(t.shape)} stride {pairing.own_stride('teacher', pairing.teacher[i])}; "
-                f'{describe_projector(loss.projector)}, {params:,} parameters; norm='
-                f'{loss.norm} ({loss.norm_side}), loss={loss.loss_name}, weight={loss.loss_weight}, '
+                f'{compares}, loss={loss.loss_name}, weight={loss.loss_weight}, '
                 f'recompute={loss.recompute}; ~{saved / 2**20:.1f} MiB per image')
     lines += ['', f'total: {sum(len(v) for v in model.distill_losses.values())} level pairs, '
               f'{total_params:,} projector parameters, ~{total_bytes / 2**20:.0f} MiB per image '

@@ -110,7 +110,7 @@ def check_resume_checkpoint(work_dir: str, path: str = None) -> None:
     checkpoint to resume from (``path``, or the one ``work_dir/last_checkpoint`` names)
     is cut short or not a checkpoint (e.g. the machine died while it was written)."""
     import glob
-    from vkd_mmdet.checkpoint import InvalidCheckpointError, check_checkpoint_file
+    from vkd_mmdet.checkpoint import CheckpointError, check_checkpoint_file
     if path is None:
         pointer = osp.join(work_dir, 'last_checkpoint')
         if not osp.isfile(pointer):
@@ -121,7 +121,7 @@ def check_resume_checkpoint(work_dir: str, path: str = None) -> None:
             path = osp.join(work_dir, osp.basename(path))  # a moved work dir
     try:
         check_checkpoint_file(path)
-    except InvalidCheckpointError as exc:
+    except CheckpointError as exc:
         others = sorted((p for p in glob.glob(osp.join(osp.dirname(path) or '.', '*.pth'))
                          if osp.abspath(p) != osp.abspath(path)),
                         key=osp.getmtime, reverse=True)
@@ -132,11 +132,11 @@ def check_resume_checkpoint(work_dir: str, path: str = None) -> None:
 
 
 def _is_checkpoint(path: str) -> bool:
-    from vkd_mmdet.checkpoint import InvalidCheckpointError, check_checkpoint_file
+    from vkd_mmdet.checkpoint import CheckpointError, check_checkpoint_file
     try:
         check_checkpoint_file(path)
         return True
-    except InvalidCheckpointError:
+    except CheckpointError:
         return False
 
 

@@ -23,23 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import CheckpointError
 from .export import STUDENT_PREFIX, student_state_dict
 
 __all__ = ['allow_mmengine_checkpoints', 'safe_load', 'load_teacher_checkpoint',
-           'UntrustedCheckpointError', 'CheckpointMismatchError', 'InvalidCheckpointError',
-           'NonFiniteCheckpointError']
-
-
-class UntrustedCheckpointError(RuntimeError):
-    """The file needs types outside the allow-list to unpickle."""
-
-
-class InvalidCheckpointError(ValueError):
-    """The file is not a PyTorch checkpoint at all: empty, truncated or another format."""
-
-
-class CheckpointMismatchError(ValueError):
-    """The checkpoint's weights do not fit the model built from the config."""
+           'CheckpointError']
 
 
 def _numpy_globals() -> List:
@@ -108,11 +96,11 @@ _PICKLE_PROTO = 0x80
 
 
 def check_checkpoint_file(path: str) -> None:
-    """Raise :class:`InvalidCheckpointError` naming ``path`` unless it looks like
+    """Raise :class:`CheckpointError` naming ``path`` unless it looks like
     something ``torch.save`` wrote: a complete zip archive or a pickle stream."""
     size = osp.getsize(path)
     if size == 0:
-        raise InvalidCheckpointError(
+        raise CheckpointError(
             f'checkpoint {path} is empty (0 bytes): an interrupted download or save. '
             f'Delete it and download or save it again.')
     if zipfile.is_zipfile(path):
@@ -123,7 +111,7 @@ def check_checkpoint_file(path: str) -> None:
         return  # legacy (non-zip) torch.save format
     what = ('a zip archive without its end (truncated: an interrupted download or save?)'
             if head == b'PK\x03\x04' else 'neither a zip archive nor a pickle stream')
-    raise InvalidCheckpointError(
+    raise CheckpointError(
         f'checkpoint {path} ({size} bytes) is not a valid PyTorch checkpoint: it is '
         f'{what}. Check the path, or download or save it again.')
 
@@ -133,7 +121,7 @@ def safe_load(path: str, trust: bool = False, map_location='cpu'):
 
     With ``trust=True`` the file is fully unpickled (it can run arbitrary code).
     Files that are not checkpoints at all (empty, truncated, another format)
-    raise :class:`InvalidCheckpointError` with the path, before unpickling.
+    raise :class:`CheckpointError` with the path, before unpickling.
     """
     check_checkpoint_file(path)
     try:
@@ -141,7 +129,7 @@ def safe_load(path: str, trust: bool = False, map_location='cpu'):
             try:
                 return torch.load(path, map_location=map_location, weights_only=False)
             except pickle.UnpicklingError as exc:
-                raise InvalidCheckpointError(
+                raise CheckpointError(
                     f'checkpoint {path} is not a valid PyTorch checkpoint (corrupt '
                     f'pickle stream: {_unpickler_error(exc)})') from exc
         # Not the `safe_globals` context manager: on exit it would drop these
@@ -149,7 +137,7 @@ def safe_load(path: str, trust: bool = False, map_location='cpu'):
         allow_mmengine_checkpoints()
         return torch.load(path, map_location=map_location, weights_only=True)
     except (EOFError, RuntimeError) as exc:  # a stream that ends early, a broken archive
-        raise InvalidCheckpointError(
+        raise CheckpointError(
             f'checkpoint {path} is not a valid PyTorch checkpoint (truncated or '
             f'corrupt): {type(exc).__name__}: {exc}') from exc
     except pickle.UnpicklingError as exc:
@@ -158,12 +146,12 @@ def safe_load(path: str, trust: bool = False, map_location='cpu'):
         reason = _unpickler_error(exc)
         if not names and not any(w in reason.lower() for w in ('global', 'refusing')):
             # Not a refused type but a stream torch cannot even parse.
-            raise InvalidCheckpointError(
+            raise CheckpointError(
                 f'checkpoint {path} is not a valid PyTorch checkpoint (corrupt pickle '
                 f'stream: {reason})') from exc
         names = names or [line.strip() for line in str(exc).splitlines()
                           if 'refusing' in line or 'Unsupported' in line][:1] or [str(exc)]
-        raise UntrustedCheckpointError(
+        raise CheckpointError(
             f'checkpoint {path} needs types outside the safe allow-list to load: '
             f'{names}. Loading it could run arbitrary code. If you made this file '
             f'yourself and trust it, pass trust_teacher_ckpt=True (model config) to '
@@ -226,15 +214,11 @@ def extract_state_dict(ckpt) -> 'OrderedDict[str, torch.Tensor]':
     ``module.`` (DDP) prefixes removed; a VkD checkpoint yields its student."""
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not any(torch.is_tensor(v) for v in state.values()):
-        raise CheckpointMismatchError('the checkpoint holds no state dict of tensors')
+        raise CheckpointError('the checkpoint holds no state dict of tensors')
     state = without_ddp_prefix(state)
     if any(k.startswith(STUDENT_PREFIX) for k in state):
         state = student_state_dict(state)
     return state
-
-
-class NonFiniteCheckpointError(ValueError):
-    """The checkpoint's weights or buffers hold NaN or Inf (e.g. a diverged run)."""
 
 
 def load_teacher_checkpoint(model: nn.Module, url_or_path: str, trust: bool = False) -> Dict:
@@ -262,25 +246,25 @@ def nonfinite_tensors(state: Dict) -> List[str]:
 
 
 def check_finite(state: Dict, what: str) -> None:
-    """Raise :class:`NonFiniteCheckpointError` naming the first tensors with NaN/Inf."""
+    """Raise :class:`CheckpointError` naming the first tensors with NaN/Inf."""
     bad = nonfinite_tensors(state)
     if bad:
         counts = ', '.join(
             f"'{name}' ({int((~torch.isfinite(state[name])).sum())} of "
             f'{state[name].numel()} values)' for name in bad[:5])
-        raise NonFiniteCheckpointError(
+        raise CheckpointError(
             f'{what}: {len(bad)} tensor(s) hold NaN or Inf, first {counts}. The run that '
             f'saved it diverged, or the file is corrupted: a teacher with such weights '
             f'gives NaN features. Use an earlier checkpoint of that run, or retrain it.')
 
 
 def check_state_dict_fits(own: Dict, state: Dict, what: str, advice: str) -> None:
-    """Raise :class:`CheckpointMismatchError` (``'<what>: <differences>. <advice>'``)
+    """Raise :class:`CheckpointError` (``'<what>: <differences>. <advice>'``)
     unless ``state`` fits ``own`` key for key and shape for shape."""
     differences = state_dict_differences(own, state)
     if differences:
         prefix = prefix_hint(own, state)
-        raise CheckpointMismatchError(f'{what}: {differences}. {prefix or advice}')
+        raise CheckpointError(f'{what}: {differences}. {prefix or advice}')
 
 
 def prefix_hint(own: Dict, state: Dict) -> str:

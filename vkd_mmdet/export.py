@@ -12,6 +12,8 @@ from typing import Dict, Optional
 import torch
 from mmengine.config import Config
 
+from .errors import ConfigError
+
 STUDENT_PREFIX = 'student.'
 # Config keys that only make sense for the distiller's training run.
 _TRAINING_ONLY_KEYS = ('custom_imports', 'load_from', 'resume')
@@ -42,7 +44,7 @@ def student_config(cfg: Config) -> Config:
     """The distiller's training config with ``model`` replaced by the student."""
     model = cfg.get('model', {})
     if not builds_distiller(model) or 'student' not in model:
-        raise ValueError("student_config: the config's model is not a VkDDistiller "
+        raise ConfigError("student_config: the config's model is not a VkDDistiller "
                          "with a `student`")
     plain = copy.deepcopy(cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg))
     plain['model'] = plain['model']['student']

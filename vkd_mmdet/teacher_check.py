@@ -19,6 +19,7 @@ from typing import Dict, Optional, Sequence
 import torch
 import torch.nn as nn
 
+from .errors import ConfigError
 from .models.input_scaling import rescale_batch
 
 # Transforms whose `scale` (or `scale_factor`) sets the image size a pipeline loads.
@@ -175,7 +176,7 @@ def check_student_map(student_map: Optional[float], option: str = 'student_map')
     if not 0 <= student_map <= 1:
         reading = (f'; did you mean {student_map / 100:g} ({student_map:g}%)?'
                    if 1 < student_map <= 100 else '')
-        raise ValueError(
+        raise ConfigError(
             f'{option}={student_map:g} is outside 0-1, but the val metric (COCO mAP) is a '
             f'fraction: as given it reads as {100 * student_map:g}%{reading}')
 

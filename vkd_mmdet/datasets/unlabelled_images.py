@@ -20,6 +20,8 @@ from PIL import Image
 from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
 
+from ..errors import ConfigError
+
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 
 
@@ -62,7 +64,7 @@ class UnlabelledImages(CocoDataset):
             return [(osp.join(folder, img['file_name']), img['width'], img['height'])
                     for img in coco['images']]
         except (KeyError, TypeError) as exc:
-            raise ValueError(f'UnlabelledImages: {self.ann_file} is not a COCO image list: '
+            raise ConfigError(f'UnlabelledImages: {self.ann_file} is not a COCO image list: '
                              f"each entry of 'images' needs file_name, width and height "
                              f'({type(exc).__name__}: {exc})') from None
 

@@ -7,6 +7,8 @@ from mmengine.model import is_model_wrapper
 
 from mmdet.registry import HOOKS
 
+from ..errors import ConfigError
+
 
 @HOOKS.register_module()
 class DistillWeightScheduleHook(Hook):
@@ -35,10 +37,10 @@ class DistillWeightScheduleHook(Hook):
                  stop_iter: Optional[int] = None,
                  stop_epoch: Optional[int] = None):
         if decay not in (None, 'linear', 'cosine'):
-            raise ValueError(f"DistillWeightScheduleHook: decay must be None, 'linear' "
+            raise ConfigError(f"DistillWeightScheduleHook: decay must be None, 'linear' "
                              f"or 'cosine', got {decay!r}")
         if warmup_iters < 0:
-            raise ValueError(f'DistillWeightScheduleHook: warmup_iters must be >= 0, got {warmup_iters}')
+            raise ConfigError(f'DistillWeightScheduleHook: warmup_iters must be >= 0, got {warmup_iters}')
         self.warmup_iters = warmup_iters
         self.decay = decay
         self.min_ratio = min_ratio
@@ -67,7 +69,7 @@ class DistillWeightScheduleHook(Hook):
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         if not hasattr(model, 'distill_weight'):
-            raise TypeError(f'DistillWeightScheduleHook needs a VkDDistiller model, '
+            raise ConfigError(f'DistillWeightScheduleHook needs a VkDDistiller model, '
                             f'got {type(model).__name__}')
         weight = self.weight_at(runner.iter, runner.epoch, runner.max_iters)
         model.distill_weight = weight

@@ -6,6 +6,7 @@ from mmengine.model import is_model_wrapper
 
 from mmdet.registry import HOOKS
 
+from ..errors import ConfigError
 from ..teacher_check import (TeacherCheck, check_student_map, resize_scales, run_teacher_check,
                              teacher_view)
 
@@ -56,12 +57,12 @@ class TeacherCheckHook(Hook):
         options = dict(self.options, **(dict(setting) if not isinstance(setting, bool) else {}))
         unknown = sorted(set(options) - set(self.options))
         if unknown:
-            raise ValueError(f'VkDDistiller: check_teacher has unknown option(s) {unknown}; '
+            raise ConfigError(f'VkDDistiller: check_teacher has unknown option(s) {unknown}; '
                              f'it takes {sorted(self.options)}')
         try:  # before the val pass, not after it
             check_student_map(options['student_map'])
         except ValueError as exc:
-            raise ValueError(f'VkDDistiller: check_teacher: {exc}') from None
+            raise ConfigError(f'VkDDistiller: check_teacher: {exc}') from None
         if runner.val_loop is None:
             runner.logger.warning('TeacherCheckHook: the config has no val_dataloader / '
                                   'val_evaluator, so the teacher is not checked')

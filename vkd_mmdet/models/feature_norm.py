@@ -8,6 +8,8 @@ zero-variance channels and single-position batches.
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
+
 NORMS = ('standardize', 'standardize_image', 'layernorm', 'whiten', 'none')
 
 
@@ -65,7 +67,7 @@ def standardize_per_image(x: torch.Tensor, channel_dim: int = 1,
     x = x.float()
     cdim = channel_dim % x.dim()
     if x.dim() < 3 or cdim == 0:
-        raise ValueError(f"norm='standardize_image' standardises each image's positions; "
+        raise ConfigError(f"norm='standardize_image' standardises each image's positions; "
                          f"features of shape {tuple(x.shape)} with channels in dim "
                          f"{channel_dim} have no positions per image (give (N, C, H, W) maps "
                          f"or (N, L, C) tokens)")
@@ -117,4 +119,4 @@ def normalize(x: torch.Tensor, norm: str, channel_dim: int = 1) -> torch.Tensor:
             return whiten(x, channel_dim)
         if norm == 'none':
             return x.float()
-    raise ValueError(f"unknown feature normalisation '{norm}'; choose one of {NORMS}")
+    raise ConfigError(f"unknown feature normalisation '{norm}'; choose one of {NORMS}")

@@ -12,6 +12,8 @@ from typing import Dict, Iterable, List
 
 import torch.nn as nn
 
+from ..errors import TapError
+
 
 class _StopForward(Exception):
     """Raised by a hook to end a forward pass once every wanted output is captured."""
@@ -34,7 +36,7 @@ def output_modules(path: str, module: nn.Module) -> List[str]:
         return [path]
     children = list(module.named_children())
     if not children:
-        raise ValueError(f"VkD tap: '{path}' is an empty ModuleList; there is no output "
+        raise TapError(f"VkD tap: '{path}' is an empty ModuleList; there is no output "
                          f"to record")
     if all(isinstance(child, nn.ModuleList) for _, child in children):
         return [name for child_name, child in children
@@ -59,7 +61,7 @@ class FeatureRecorder:
         modules = dict(model.named_modules())
         for path in self.paths:
             if path not in modules:
-                raise KeyError(unknown_module_message(path, modules, role))
+                raise TapError(unknown_module_message(path, modules, role))
         # tap path -> the modules recorded for it (see output_modules)
         self.sources: Dict[str, List[str]] = {
             path: output_modules(path, modules[path]) for path in self.paths}

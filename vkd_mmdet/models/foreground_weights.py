@@ -28,6 +28,8 @@ from typing import List, Sequence, Tuple
 
 import torch
 
+from ..errors import ConfigError
+
 
 @dataclass
 class GroundTruthBoxes:
@@ -42,7 +44,7 @@ class GroundTruthBoxes:
         for i, sample in enumerate(data_samples):
             instances = getattr(sample, 'gt_instances', None)
             if instances is None or 'bboxes' not in instances:
-                raise ValueError(
+                raise ConfigError(
                     f'VkD foreground weighting: data sample {i} of the batch has no '
                     f'gt_instances.bboxes. It weights positions by the ground-truth boxes, '
                     f'so the training pipeline must load them (LoadAnnotations with_bbox=True '

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 
 from mmdet.registry import MODELS
 
+from ..errors import ConfigError
+
 # Fields of a data sample that live in the input's pixel grid and are not resized
 # here: a model whose loss reads them cannot train on a resized batch.
 _UNSUPPORTED_FIELDS = ('gt_sem_seg', 'gt_panoptic_seg')
@@ -31,10 +33,10 @@ def check_input_scale(value, name: str) -> float:
     try:
         scale = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f'{name}={value!r} is not a number; give the factor '
+        raise ConfigError(f'{name}={value!r} is not a number; give the factor '
                          f'the batch is resized by for that model, e.g. 2.0 or 0.5') from None
     if isinstance(value, bool) or not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f'{name}={value!r}; it must be a finite number > 0 '
+        raise ConfigError(f'{name}={value!r}; it must be a finite number > 0 '
                          f'(1.0: the batch as loaded)')
     return scale
 
@@ -68,7 +70,7 @@ def rescale_samples(samples: Optional[List], old_size: Sequence[int],
     for i, sample in enumerate(samples):
         bad = [f for f in _UNSUPPORTED_FIELDS if f in sample]
         if bad:
-            raise ValueError(f'VkDDistiller: data sample {i} carries {bad}, maps in the '
+            raise ConfigError(f'VkDDistiller: data sample {i} carries {bad}, maps in the '
                              f"input's pixel grid that a resized batch would have to resize "
                              f'too; input scales other than 1.0 support boxes and instance '
                              f'masks only')

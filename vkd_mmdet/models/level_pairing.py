@@ -18,6 +18,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
+from ..errors import TapError
+
 
 @dataclass
 class LevelPairing:
@@ -80,7 +82,7 @@ def pair_levels(name: str, student_feats: List[torch.Tensor], teacher_feats: Lis
                 student_levels: Optional[List[int]], teacher_levels: Optional[List[int]],
                 input_size: Sequence[int],
                 input_scales: Tuple[float, float] = (1.0, 1.0)) -> LevelPairing:
-    """Resolve which levels of a tap meet, or raise ``ValueError`` saying why none can.
+    """Resolve which levels of a tap meet, or raise :class:`TapError` saying why none can.
 
     ``*_feats`` are all of a module's output levels (on the probe batch of
     ``input_size`` as loaded, each model's input resized by its factor in
@@ -101,7 +103,7 @@ def pair_levels(name: str, student_feats: List[torch.Tensor], teacher_feats: Lis
 
     if student_levels is not None and teacher_levels is not None:
         if len(s_idx) != len(t_idx):
-            raise ValueError(f"VkD tap '{name}': student_levels {s_idx} and teacher_levels "
+            raise TapError(f"VkD tap '{name}': student_levels {s_idx} and teacher_levels "
                              f"{t_idx} differ in length; give one teacher level per "
                              f"student level")
         return result(s_idx, t_idx, 'given')
@@ -113,7 +115,7 @@ def pair_levels(name: str, student_feats: List[torch.Tensor], teacher_feats: Lis
         return result(s_idx, t_idx, 'given')
     if None in ss or None in ts or len(set(ss)) < len(ss) or len(set(ts)) < len(ts):
         if by_size and None not in ss and None not in ts:
-            raise ValueError(
+            raise TapError(
                 f"VkD tap '{name}': at input scales {input_scales} (student, teacher) the "
                 f"probe's maps have sizes that several levels share (strides on the "
                 f"loaded batch: student {ss}, teacher {ts}), so they cannot be paired by "
@@ -121,13 +123,13 @@ def pair_levels(name: str, student_feats: List[torch.Tensor], teacher_feats: Lis
                 f"student_levels=[...] and teacher_levels=[...] in the tap.")
         if len(s_idx) == len(t_idx):
             return result(s_idx, t_idx, 'index')
-        raise ValueError(
+        raise TapError(
             f"VkD tap '{name}': the student gives {len(s_idx)} levels, the teacher "
             f"{len(t_idx)}, and their strides ({ss} and {ts}) cannot pair them. Pair "
             f"them with student_levels=[...] and teacher_levels=[...] in the tap.")
     common = [s for s in ss if s in ts]
     if not common:
-        raise ValueError(
+        raise TapError(
             f"VkD tap '{name}': no stride is on both sides (student levels {s_idx} have "
             f"strides {ss}, teacher levels {t_idx} have {ts}), so no level can be paired. "
             f"Tap modules with matching strides, or pair levels explicitly with "

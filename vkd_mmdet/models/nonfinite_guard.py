@@ -32,6 +32,8 @@ import torch.nn as nn
 from mmengine.dist import all_reduce, get_rank, is_distributed
 from mmengine.logging import MMLogger
 
+from ..errors import ConfigError, NonFiniteError
+
 LossDict = Dict[str, object]
 
 
@@ -105,7 +107,7 @@ class NonFiniteGuard:
 
     def __init__(self, max_consecutive: int = 10):
         if int(max_consecutive) < 1:
-            raise ValueError(f'VkDDistiller: max_nonfinite_steps={max_consecutive}; it '
+            raise ConfigError(f'VkDDistiller: max_nonfinite_steps={max_consecutive}; it '
                              f'must be >= 1 (1 stops at the first non-finite step)')
         self.max_consecutive = int(max_consecutive)
         self.consecutive = 0
@@ -125,7 +127,7 @@ class NonFiniteGuard:
         """Under loss scaling: a term to add to the loss, zero when every loss is
         finite and NaN (through one parameter) when not; the buffers are restored
         on a non-finite step. Without: ``None`` when every loss is finite; raises
-        ``FloatingPointError`` when not (and when a scaled streak is too long, at
+        ``NonFiniteError`` (a ``FloatingPointError``) when not (and when a scaled streak is too long, at
         the next step). ``teacher``: the teacher's tapped features by name, so that
         a non-finite teacher is named as the cause rather than the distillation term."""
         student_vals, distill_vals = _loss_values(student), _loss_values(distill)
@@ -148,6 +150,19 @@ class NonFiniteGuard:
         self._pending = _Verdict(flags, student_vals, distill_vals, teacher_vals)
         param = next(p for p in model.parameters() if p.requires_grad)
         return torch.where(ok, 0.0, float('nan')) * param.sum()
+
+    def merged(self, student: LossDict, distill: LossDict, model: nn.Module,
+               device_type: str, teacher: Optional[LossDict] = None) -> LossDict:
+        """The step's losses after :meth:`check`: the student's, then the distillation
+        terms (the first one carrying the check's term, if any), then
+        ``vkd_nonfinite_steps`` (a 0-dim float tensor, for the log)."""
+        skip = self.check(student, distill, model, device_type, teacher=teacher)
+        if skip is not None:
+            first = next(iter(distill))
+            distill[first] = distill[first] + skip
+        losses = dict(student, **distill)
+        losses['vkd_nonfinite_steps'] = torch.tensor(float(self.skipped))
+        return losses
 
     def settle(self) -> None:
         """Count (and log, or stop on) the last scaled step's verdict, if any."""
@@ -177,7 +192,7 @@ class NonFiniteGuard:
         why = (f'for {self.consecutive} steps in a row under fp16 loss scaling '
                f'(max_nonfinite_steps={self.max_consecutive})' if scaled else
                'and no loss scaling is active to skip the step')
-        raise FloatingPointError(
+        raise NonFiniteError(
             f"VkDDistiller: {_which(student_ok, distill_ok)} are non-finite on some rank "
             f"{why} (rank {get_rank()}: {_bad(student_vals, distill_vals)}); stopping before "
             f"the weights become NaN. The last checkpoint is intact: lower the learning rate "
@@ -225,7 +240,7 @@ def _stop_on_teacher(teacher_counts: Dict[str, list]) -> None:
         if levels:
             bad[name] = {f'level {i}': counts[i] for i in levels}
     where = bad or 'all finite here, non-finite on another rank'
-    raise FloatingPointError(
+    raise NonFiniteError(
         f"VkDDistiller: the teacher's features are non-finite (non-finite values per tap "
         f"and level, rank {get_rank()}: {where}). The teacher, frozen, is the cause, not "
         f"the distillation term: its weights or BatchNorm statistics hold NaN/Inf (a "

@@ -15,6 +15,7 @@ from torch.nn.utils.parametrizations import orthogonal as torch_orthogonal
 
 from mmdet.registry import MODELS
 
+from ..errors import ConfigError
 from .feature_norm import default_channel_dim
 
 
@@ -87,7 +88,7 @@ class OrthogonalProjector(nn.Module):
                  channel_dim=None):
         super().__init__()
         if in_channels <= 0 or out_channels <= 0:
-            raise ValueError(f'OrthogonalProjector needs positive channel counts, '
+            raise ConfigError(f'OrthogonalProjector needs positive channel counts, '
                              f'got in_channels={in_channels}, out_channels={out_channels}')
         if in_channels > out_channels:
             warnings.warn(
@@ -107,7 +108,7 @@ class OrthogonalProjector(nn.Module):
         elif orthogonal_map in ('matrix_exp', 'cayley', 'householder'):
             torch_orthogonal(self.linear, 'weight', orthogonal_map=orthogonal_map)
         else:
-            raise ValueError(f"OrthogonalProjector: unknown orthogonal_map "
+            raise ConfigError(f"OrthogonalProjector: unknown orthogonal_map "
                              f"'{orthogonal_map}'; choose 'qr', 'matrix_exp', "
                              f"'cayley' or 'householder'")
 
@@ -136,7 +137,7 @@ class OrthogonalProjector(nn.Module):
         caller (so a recomputed forward does not run the orthogonal map again)."""
         cdim = self.channel_dim if self.channel_dim is not None else default_channel_dim(x)
         if x.shape[cdim] != self.in_channels:
-            raise ValueError(f'OrthogonalProjector expects {self.in_channels} channels '
+            raise ConfigError(f'OrthogonalProjector expects {self.in_channels} channels '
                              f'in dim {cdim}, got input of shape {tuple(x.shape)}')
         with torch.autocast(x.device.type, enabled=False):
             w = (self.weight if weight is None else weight).float()

@@ -15,6 +15,8 @@ from typing import List, Optional
 import torch
 import torch.nn as nn
 
+from ..errors import TapError
+
 
 def head_of(model: nn.Module, path: str) -> Optional[nn.Module]:
     """The dense head a tap path lies in (``'bbox_head.retina_cls'`` -> ``bbox_head``)."""
@@ -34,7 +36,7 @@ def level_anchors(head: nn.Module, scale: float) -> Optional[List[torch.Tensor]]
 def check_prediction_anchors(tap_name: str, student: nn.Module, teacher: nn.Module,
                              student_path: str, teacher_path: str, student_levels: List[int],
                              teacher_levels: List[int], scales=(1.0, 1.0)) -> None:
-    """Raise ``ValueError`` naming the levels where the paired anchors differ."""
+    """Raise :class:`TapError` naming the levels where the paired anchors differ."""
     s_head, t_head = head_of(student, student_path), head_of(teacher, teacher_path)
     if s_head is None or t_head is None:
         return  # not in an anchor-based head: the channel check is all there is
@@ -44,7 +46,7 @@ def check_prediction_anchors(tap_name: str, student: nn.Module, teacher: nn.Modu
     for s, t in zip(student_levels, teacher_levels):
         a, b = s_anchors[s], t_anchors[t]
         if a.shape != b.shape or not torch.allclose(a, b, rtol=1e-3, atol=0.5):
-            raise ValueError(
+            raise TapError(
                 f"VkD tap '{tap_name}': prediction mimicking compares the logits of the same "
                 f"anchors, and the student's level {s} has other anchors than the teacher's "
                 f"level {t} it is paired with (widths x heights in pixels of the loaded "

@@ -6,33 +6,40 @@ from typing import List, Mapping, Optional, Sequence, Union
 
 import torch
 
+from ..errors import ConfigError, TapError
 from .feature_recorder import CallSequence
-from .vkd_loss import VkDLoss, check_loss_weight
+from .loss_options import check_loss_weight
+from .prediction_mimic_loss import PredictionMimicLoss
+from .vkd_loss import VkDLoss
 
 # The detection setting of the official code: every level, weight 4.0,
 # per-channel standardisation, orthogonal projection, smooth-L1.
 DEFAULT_TAP_LOSS = dict(loss_weight=4.0, norm='standardize', loss='smooth_l1',
                         projection='orthogonal')
-LOSS_KEYS = tuple(p for p in inspect.signature(VkDLoss.__init__).parameters
-                  if p not in ('self', 'student_channels', 'teacher_channels'))
+# A tap's loss options: those of feature imitation and of prediction mimicking.
+LOSS_KEYS = tuple(dict.fromkeys(
+    p for cls in (VkDLoss, PredictionMimicLoss)
+    for p, param in inspect.signature(cls.__init__).parameters.items()
+    if p not in ('self', 'student_channels', 'teacher_channels')
+    and param.kind is not param.VAR_KEYWORD))
 SPEC_KEYS = ('name', 'module', 'student', 'teacher', 'levels', 'student_levels',
              'teacher_levels', 'level_reduction')
 # How a tap's per-level losses combine: 'mean' (default: the tap's weight does
-# not grow with the number of levels) or 'sum' (the official code). Summed over 5
-# FPN levels, weight 4 made the distillation term 7-9x the detection loss and cost
-# the student 0.6-1.6 mAP on the face-mask benchmark (two teacher/student pairs),
-# where the mean was level with no distillation: benchmarks/results/facemask/.
+# not grow with the number of levels) or 'sum' (the official code); why the mean
+# is the default: docs/options.md.
 LEVEL_REDUCTIONS = ('sum', 'mean')
 DEFAULT_LEVEL_REDUCTION = 'mean'
 _TAP_RE = re.compile(r'^([A-Za-z_][\w.]*)(?:\[(\d+(?:\s*,\s*\d+)*)\])?$')
 
 
-@dataclass
+@dataclass(frozen=True)
 class TapSpec:
-    """One distillation tap: a student module, a teacher module, the levels to pair.
+    """One distillation tap as the user wrote it: a student module, a teacher module,
+    the levels to pair. Never changed after parsing (the levels that meet are the
+    tap plan's, :mod:`.tap_plan`).
 
     ``student_levels``/``teacher_levels`` index the modules' tuple outputs
-    (``None``: every level); ``loss_cfg`` holds :class:`VkDLoss` options.
+    (``None``: every level); ``loss_cfg`` holds the loss's options.
     """
     name: str
     student: str
@@ -52,7 +59,7 @@ def _split(path: str, where: str):
     """``'neck[0,2]'`` -> ``('neck', [0, 2])``; ``'neck'`` -> ``('neck', None)``."""
     match = _TAP_RE.match(str(path).strip())
     if not match:
-        raise ValueError(f"VkD tap {where}: cannot parse '{path}'; write a dotted "
+        raise ConfigError(f"VkD tap {where}: cannot parse '{path}'; write a dotted "
                          f"module path with an optional level index, e.g. 'neck', "
                          f"'backbone[3]' or 'backbone.layer4'")
     levels = [int(i) for i in match.group(2).split(',')] if match.group(2) else None
@@ -64,11 +71,11 @@ def parse_taps(taps: Union[str, dict, Sequence], defaults: Optional[dict] = None
     if isinstance(taps, (str, dict)):
         taps = [taps]
     if taps is None or len(taps) == 0:
-        raise ValueError("VkDDistiller: taps is empty, so nothing would be distilled. "
+        raise ConfigError("VkDDistiller: taps is empty, so nothing would be distilled. "
                          "Give at least one tap, e.g. taps=['neck'] (every FPN level); "
                          "to train without distillation, use the student's own config.")
     if defaults is not None and not isinstance(defaults, Mapping):
-        raise TypeError(f"VkDDistiller: tap_defaults={defaults!r} is a "
+        raise ConfigError(f"VkDDistiller: tap_defaults={defaults!r} is a "
                         f"{type(defaults).__name__}; give a dict of tap options, e.g. "
                         f"tap_defaults=dict(norm='standardize', loss_weight=2.0)")
     base = dict(DEFAULT_TAP_LOSS, **(defaults or {}))
@@ -81,13 +88,13 @@ def parse_taps(taps: Union[str, dict, Sequence], defaults: Optional[dict] = None
         if isinstance(tap, str):
             tap = dict(module=tap)
         if not isinstance(tap, dict):
-            raise TypeError(f'VkD tap {where}: expected a string or a dict, got {type(tap).__name__}')
+            raise ConfigError(f'VkD tap {where}: expected a string or a dict, got {type(tap).__name__}')
         tap = dict(tap)
         module = tap.pop('module', None)
         student_path = tap.pop('student', module)
         teacher_path = tap.pop('teacher', module)
         if student_path is None or teacher_path is None:
-            raise ValueError(f"VkD tap {where}: give 'module' (same path in both "
+            raise ConfigError(f"VkD tap {where}: give 'module' (same path in both "
                              f"models) or both 'student' and 'teacher'")
         student, s_levels = _split(student_path, where)
         teacher, t_levels = _split(teacher_path, where)
@@ -103,13 +110,13 @@ def parse_taps(taps: Union[str, dict, Sequence], defaults: Optional[dict] = None
     keys = [s.key for s in specs]
     dupes = sorted({k for k in keys if keys.count(k) > 1})
     if dupes:
-        raise ValueError(f'VkD taps: duplicate tap names {dupes}; give each a distinct `name`')
+        raise ConfigError(f'VkD taps: duplicate tap names {dupes}; give each a distinct `name`')
     return specs
 
 
 def _level_reduction(value: str, where: str) -> str:
     if value not in LEVEL_REDUCTIONS:
-        raise ValueError(f"VkD {where}: level_reduction='{value}'; choose one of "
+        raise ConfigError(f"VkD {where}: level_reduction='{value}'; choose one of "
                          f"{LEVEL_REDUCTIONS}")
     return value
 
@@ -117,7 +124,7 @@ def _level_reduction(value: str, where: str) -> str:
 def _check_loss_keys(cfg: dict, where: str):
     unknown = sorted(set(cfg) - set(LOSS_KEYS))
     if unknown:
-        raise ValueError(f'VkD {where}: unknown option(s) {unknown}. Tap options: '
+        raise ConfigError(f'VkD {where}: unknown option(s) {unknown}. Tap options: '
                          f'{list(SPEC_KEYS)}; loss options: {list(LOSS_KEYS)}')
     if 'loss_weight' in cfg:
         check_loss_weight(cfg['loss_weight'], f'VkD {where}')
@@ -132,7 +139,7 @@ def feature_levels(output, path: str, role: str) -> List[torch.Tensor]:
     if isinstance(output, CallSequence):
         bad = [i for i, o in enumerate(output) if not isinstance(o, torch.Tensor)]
         if bad:
-            raise TypeError(f"VkD tap: the {role}'s module '{path}' runs {len(output)} "
+            raise TapError(f"VkD tap: the {role}'s module '{path}' runs {len(output)} "
                             f"times per forward pass, and call {bad[0]} returns "
                             f"{_describe(output[bad[0]])}, not a feature map. Tap a module "
                             f"that returns one tensor per call, e.g. a head tower "
@@ -143,7 +150,7 @@ def feature_levels(output, path: str, role: str) -> List[torch.Tensor]:
     if isinstance(output, (tuple, list)) and output and all(
             isinstance(o, torch.Tensor) for o in output):
         return list(output)
-    raise TypeError(f"VkD tap: the {role}'s module '{path}' returns "
+    raise TapError(f"VkD tap: the {role}'s module '{path}' returns "
                     f"{_describe(output)}, not a feature map or a tuple of feature "
                     f"maps. Tap a module that returns tensors, e.g. 'backbone', "
                     f"'neck', or a layer inside them.")
@@ -155,7 +162,7 @@ def select_levels(feats: List[torch.Tensor], levels: Optional[List[int]], path: 
         return feats
     bad = [i for i in levels if i >= len(feats)]
     if bad:
-        raise IndexError(f"VkD tap: the {role}'s '{path}' has {len(feats)} output "
+        raise TapError(f"VkD tap: the {role}'s '{path}' has {len(feats)} output "
                          f"level(s) (0..{len(feats) - 1}); levels {bad} do not exist")
     return [feats[i] for i in levels]
 

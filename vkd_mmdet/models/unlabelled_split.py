@@ -19,6 +19,8 @@ from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
 from mmdet.models.detectors import SingleStageDetector
 from mmdet.models.utils import unpack_gt_instances
 
+from ..errors import ConfigError
+
 UNLABELLED = 'unlabelled'
 
 
@@ -69,7 +71,7 @@ def refuse_unsplittable(student: nn.Module) -> None:
         why = (f'its head {type(student.bbox_head).__name__} computes its loss its own '
                f'way, not as loss_by_feat on its forward outputs')
     if why:
-        raise ValueError(
+        raise ConfigError(
             f'VkDDistiller: the batch holds unlabelled images (unlabelled=True), so the '
             f"student's detection loss must be computed on its labelled images alone, and "
             f'the student {name} cannot be split so: {why}. Unlabelled images work with '

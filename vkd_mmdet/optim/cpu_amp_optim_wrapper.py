@@ -9,6 +9,8 @@ from mmengine.optim import AmpOptimWrapper, OptimWrapper
 
 from mmdet.registry import OPTIM_WRAPPERS
 
+from ..errors import ConfigError
+
 BF16_CHOICES = ('auto', 'always', 'never')
 
 
@@ -55,10 +57,10 @@ class CPUAmpOptimWrapper(AmpOptimWrapper):
         # AmpOptimWrapper.__init__ asserts a GPU; the rest of it is rebuilt here.
         OptimWrapper.__init__(self, *args, **kwargs)
         if dtype not in ('bfloat16', 'float16'):
-            raise ValueError(f"CPUAmpOptimWrapper: dtype='{dtype}'; choose 'bfloat16' "
+            raise ConfigError(f"CPUAmpOptimWrapper: dtype='{dtype}'; choose 'bfloat16' "
                              f"or 'float16'")
         if bf16 not in BF16_CHOICES:
-            raise ValueError(f"CPUAmpOptimWrapper: bf16={bf16!r}; choose one of "
+            raise ConfigError(f"CPUAmpOptimWrapper: bf16={bf16!r}; choose one of "
                              f"{BF16_CHOICES}")
         # None: float32, no autocast
         self.cast_dtype = getattr(torch, dtype) if dtype == 'float16' else bf16_dtype(bf16)
@@ -72,7 +74,7 @@ class CPUAmpOptimWrapper(AmpOptimWrapper):
         elif isinstance(loss_scale, dict):
             self.loss_scaler = torch.amp.GradScaler('cpu', enabled=scaled, **loss_scale)
         else:
-            raise TypeError(f'CPUAmpOptimWrapper: loss_scale must be a float, a dict or '
+            raise ConfigError(f'CPUAmpOptimWrapper: loss_scale must be a float, a dict or '
                             f'"dynamic", got {loss_scale!r}')
 
     @contextmanager
