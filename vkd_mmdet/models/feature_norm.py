@@ -45,9 +45,8 @@ def standardize(x: torch.Tensor, channel_dim: int = 1, eps: float = STANDARDIZE_
         # very formula, ``(x - mean) * rsqrt(var + eps)`` with the biased variance,
         # as one fused kernel forward and one backward, where the same formula in
         # tensor ops takes a reduction and two full-size passes forward and about
-        # five backward, each one more full-size intermediate: for a stride-4 map
-        # of 8x256x100x168 on 2 CPU cores, 0.42 s forward and backward against 1.13
-        # s (benchmarks/bench_side_memory.py measures the whole side).
+        # five backward, each one more full-size intermediate (measured:
+        # docs/design.md).
         return F.batch_norm(x.movedim(cdim, 1), None, None, training=True, momentum=0.0,
                             eps=eps).movedim(1, cdim)
     # One value per channel (batch norm refuses it): every value is its channel's mean.

@@ -3,11 +3,10 @@
 A projection's matrix depends on its parameter only, not on the features, so it can
 be computed at the start of the step. On CUDA that happens on a side stream, where the
 QRs overlap with the teacher's and the student's forward passes: each is
-latency-bound (about 2 ms on an H200 whatever the size; the 9 maps of
-``configs/vkd_retinanet_r50.py`` took 20 ms of a 210 ms step in line, see
-``benchmarks/results/gpu_cost_profiles.txt``). Values and gradients are the same as
-computing each map where it is used (autograd runs the QRs' backward on the stream of
-their forward, and synchronises it with the rest of the backward pass).
+latency-bound, whatever its size (measured: docs/design.md). Values and gradients
+are the same as computing each map where it is used (autograd runs the QRs'
+backward on the stream of their forward, and synchronises it with the rest of the
+backward pass).
 """
 import contextlib
 from typing import Dict, List, Optional

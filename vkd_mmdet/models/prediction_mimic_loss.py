@@ -74,26 +74,28 @@ class PredictionMimicLoss(torch.nn.Module):
         unknown = sorted(set(feature_only) - set(FEATURE_ONLY_OPTIONS))
         if unknown:
             raise ConfigError(f'PredictionMimicLoss: unknown option(s) {unknown}')
+        where = f"PredictionMimicLoss: loss='{loss}'"
         if norm != 'none' or projection != 'none':
             raise ConfigError(
-                f"VkDLoss: loss='{loss}' compares the two heads' logits as they are, so give "
-                f"norm='none' and projection='none' (got norm='{norm}', projection='{projection}'): "
+                f"{where} compares the two heads' logits as they are, so give norm='none' "
+                f"and projection='none' (got norm='{norm}', projection='{projection}'): "
                 f"standardising or projecting logits changes the probabilities they stand for")
         if student_channels != teacher_channels:
             raise ConfigError(
-                f"VkDLoss: loss='{loss}' compares the student's and the teacher's logits channel "
-                f"for channel, and they have {student_channels} and {teacher_channels} "
+                f"{where} compares the student's and the teacher's logits channel for "
+                f"channel, and they have {student_channels} and {teacher_channels} "
                 f"channels. A dense head's logits have anchors-per-position x classes "
                 f"channels: both heads need the same anchors per position and the same classes")
         if foreground_weight is not None:
-            raise ConfigError(f"VkDLoss: loss='{loss}' weights its elements by the teacher's "
-                              f"confidence already; foreground_weight does not apply to it")
+            raise ConfigError(f"{where} weights its elements by the teacher's confidence "
+                              f"already; foreground_weight does not apply to it")
         if isinstance(kd_beta, bool) or not isinstance(kd_beta, (int, float)) or \
                 not math.isfinite(kd_beta) or kd_beta < 0:
-            raise ConfigError(f'VkDLoss: kd_beta={kd_beta!r}; it must be a finite number >= 0')
+            raise ConfigError(f'PredictionMimicLoss: kd_beta={kd_beta!r}; it must be a '
+                              f'finite number >= 0')
         self.student_channels = self.teacher_channels = student_channels
         self.loss_name = loss
-        self.loss_weight = check_loss_weight(loss_weight, 'VkDLoss')
+        self.loss_weight = check_loss_weight(loss_weight, 'PredictionMimicLoss')
         self.kd_beta = float(kd_beta)
         self.recompute = bool(recompute)
 

@@ -63,9 +63,8 @@ class VkDLoss(nn.Module):
             ``(N, L, C)`` tokens and ``(N, C)`` vectors.
         recompute: keep only the inputs for the backward pass and recompute
             the float32 side (alignment, projection, normalisation, loss) there,
-            instead of keeping its intermediates: for a stride-4 tap of 256
-            channels at 800x1333 that is about 330 MiB per image less, for one
-            more forward of the side. The orthogonal map itself is not
+            instead of keeping its intermediates (a full-size float32 map each), for
+            one more forward of the side. The orthogonal map itself is not
             recomputed. Same values and gradients either way.
         chunk_elements: with ``recompute``, a 4-D map with more elements than this
             (default 2**24, 64 MiB in float32) is compared a few images at a time
