@@ -32,8 +32,10 @@ def readme_conversion_snippet() -> str:
     return re.search(r'```python\n(.*?)```', section, re.S).group(1)
 
 
-def coco128_options(size=256, batch=2, images=4, val_images=4):
-    """--cfg-options that point a stock COCO config at coco128, small and fast."""
+def coco128_options(size=256, batch=2, images=4, val_images=4, teacher_check=False):
+    """--cfg-options that point a stock COCO config at coco128, small and fast. The
+    teacher's val pass before training (``model.check_teacher``) stays off unless
+    ``teacher_check``: only the tests of that check need it."""
     coco = f'{data_root() / "coco128"}/'
     opts = {
         'train_dataloader.dataset.data_root': coco,
@@ -65,6 +67,8 @@ def coco128_options(size=256, batch=2, images=4, val_images=4):
         # Runner in the same process would log into the first one's folder.
         'visualizer.name': f'visualizer-{next(_RUN_IDS)}',
     }
+    if not teacher_check:
+        opts['model.check_teacher'] = False
     return opts
 
 

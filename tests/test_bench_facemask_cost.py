@@ -7,13 +7,12 @@ from helpers import load_benchmark
 
 def test_small_run_times_and_measures_every_model(tmp_path):
     bench = load_benchmark('bench_facemask_cost')
-    # (a head-tap and a neck-tap variant; the student and the teacher forwards they are
-    # set against come with them)
-    bench.main(['--reps', '1', '--batch', '2', '--out', str(tmp_path),
-                '--models', 'vkd', 'vkd_head', 'vkd_neck_fg', 'pm', 'mmrazor_pkd'])
+    # (a neck-tap and a head-tap distiller and the peer; the student and the teacher
+    # forwards they are set against come with them)
+    bench.main(['--reps', '1', '--batch', '1', '--out', str(tmp_path),
+                '--models', 'vkd', 'pm', 'mmrazor_pkd'])
     result = json.loads((tmp_path / 'facemask_cost.json').read_text())
-    models = {'student', 'teacher_forward', 'teacher_forward_head', 'vkd', 'vkd_head',
-              'vkd_neck_fg', 'pm', 'mmrazor_pkd'}
+    models = {'student', 'teacher_forward', 'teacher_forward_head', 'vkd', 'pm', 'mmrazor_pkd'}
     assert set(result['seconds_per_iter_median']) == models
     assert all(s > 0 for s in result['seconds_per_iter_median'].values())
     assert set(result['peak_rss_mib']) == models
@@ -21,11 +20,6 @@ def test_small_run_times_and_measures_every_model(tmp_path):
     med = result['seconds_per_iter_median']
     assert result['overhead_vs_student_plus_teacher'] == (
         med['vkd'] / (med['student'] + med['teacher_forward']))
-    # head taps are set against the teacher's forward through its head
-    assert result['overhead_per_distiller']['vkd_head'] == (
-        med['vkd_head'] / (med['student'] + med['teacher_forward_head']))
-    assert result['overhead_per_distiller']['vkd_neck_fg'] == (
-        med['vkd_neck_fg'] / (med['student'] + med['teacher_forward']))
     # prediction mimicking reads the teacher's classifier: set against the head forward
     assert result['overhead_per_distiller']['pm'] == (
         med['pm'] / (med['student'] + med['teacher_forward_head']))

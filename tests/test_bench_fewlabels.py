@@ -27,7 +27,7 @@ def test_the_fewlabels_protocol_at_toy_size(tmp_path):
     out, cache = tmp_path / 'out', tmp_path / 'cache'
     proc = subprocess.run(
         [sys.executable, 'benchmarks/bench_facemask.py', '--protocol', 'fewlabels-toy',
-         '--methods', 'vkd_lu', 'pseudo_labels', '--seeds', '0',
+         '--methods', 'vkd_lu', 'pseudo_labels', '--seeds', '0', '--jobs', '2',
          '--data-root', str(data_root() / 'facemask'), '--cache', str(cache), '--out', str(out)],
         cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

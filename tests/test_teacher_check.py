@@ -24,7 +24,7 @@ def train_log(tmp_path, config, **extra) -> str:
     from helpers import cfg_options_argv, resize_options
     from mmengine.config import Config
     train = load_tool('train')
-    options = {**coco128_options(images=4, val_images=4),
+    options = {**coco128_options(images=4, val_images=4, teacher_check=True),
                **resize_options(Config.fromfile(config), 128),
                'default_hooks.checkpoint.interval': 100, **extra}
     cfg = train.build_config(train.parse_args(

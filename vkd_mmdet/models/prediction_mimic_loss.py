@@ -15,12 +15,12 @@ from torch.utils.checkpoint import checkpoint
 from mmdet.registry import MODELS
 
 from ..errors import ConfigError
-from .loss_options import check_choice, check_loss_weight
+from .loss_options import ALIGNS, align_maps, check_choice, check_loss_weight
 
 PREDICTION_LOSSES = ('sigmoid_kd', )
 # Options of feature imitation a tap may carry from `tap_defaults` that have no
-# meaning for logits of equal shape (no projection, no normalisation, no resizing).
-FEATURE_ONLY_OPTIONS = ('norm_side', 'align', 'affine', 'orthogonal_map', 'channel_dim',
+# meaning for logits (no projection, no normalisation, no blocks, no boxes).
+FEATURE_ONLY_OPTIONS = ('norm_side', 'affine', 'orthogonal_map', 'channel_dim',
                         'chunk_elements', 'background_weight')
 
 
@@ -51,15 +51,18 @@ class PredictionMimicLoss(torch.nn.Module):
         kd_beta: the exponent ``β`` of the focal weight (a finite number >= 0).
         recompute: recompute the loss's intermediates in the backward pass instead of
             keeping them (for big maps of logits). Same values and gradients.
+        align: where the two maps differ in size (an odd input at an input scale):
+            ``'student_to_teacher'`` (default; bilinear resize of the student's
+            logits), ``'teacher_to_student'`` or ``'none'`` (sizes must match).
         norm, projection: must be ``'none'`` (stated in the tap, since the tap
             defaults are those of feature imitation).
         foreground_weight: must be ``None``: the focal weight already weights the
             elements by the teacher's confidence.
         **feature_only: :data:`FEATURE_ONLY_OPTIONS`, accepted from ``tap_defaults``;
-            they do not apply to logits of equal shape.
+            they do not apply to logits.
 
     Shapes:
-        student and teacher ``(N, A*K, H, W)``, equal; returns a scalar.
+        student ``(N, A*K, H_s, W_s)``, teacher ``(N, A*K, H_t, W_t)``; returns a scalar.
 
     Raises:
         ConfigError: for any option outside the above.
@@ -67,10 +70,12 @@ class PredictionMimicLoss(torch.nn.Module):
 
     def __init__(self, student_channels: int, teacher_channels: int, loss: str = 'sigmoid_kd',
                  loss_weight: float = 1.0, kd_beta: float = 1.0, recompute: bool = True,
-                 norm: str = 'none', projection: str = 'none',
+                 align: str = 'student_to_teacher', norm: str = 'none', projection: str = 'none',
                  foreground_weight: Optional[float] = None, **feature_only):
         super().__init__()
         check_choice('PredictionMimicLoss', 'loss', loss, PREDICTION_LOSSES)
+        check_choice('PredictionMimicLoss', 'align', align, ALIGNS)
+        self.align = align
         unknown = sorted(set(feature_only) - set(FEATURE_ONLY_OPTIONS))
         if unknown:
             raise ConfigError(f'PredictionMimicLoss: unknown option(s) {unknown}')
@@ -107,9 +112,10 @@ class PredictionMimicLoss(torch.nn.Module):
                 boxes=None) -> torch.Tensor:
         """``weight`` and ``boxes`` are those of feature imitation, unused here."""
         teacher = teacher.detach()
-        if student.shape != teacher.shape:
+        if student.shape[:2] != teacher.shape[:2]:
             raise ConfigError(f'PredictionMimicLoss: student logits {tuple(student.shape)} '
-                              f'and teacher logits {tuple(teacher.shape)} differ in shape')
+                              f'and teacher logits {tuple(teacher.shape)} differ in batch '
+                              f'or channels')
         if self.recompute and torch.is_grad_enabled() and student.requires_grad:
             term = checkpoint(self._unweighted, student, teacher, use_reentrant=False)
         else:
@@ -117,6 +123,7 @@ class PredictionMimicLoss(torch.nn.Module):
         return self.loss_weight * term
 
     def _unweighted(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        student, teacher = align_maps(student, teacher, self.align, 'PredictionMimicLoss')
         with torch.autocast(student.device.type, enabled=False):
             return sigmoid_kd_loss(student, teacher, self.kd_beta)
 

@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from .blockwise_compare import block_count, compare_in_blocks
 from .feature_norm import NORMS, default_channel_dim, normalize
 from .foreground_weights import GroundTruthBoxes, position_weights
-from .loss_options import check_choice, check_loss_weight
+from .loss_options import ALIGNS, align_maps, check_choice, check_loss_weight
 from .orthogonal_projector import OrthogonalProjector
 from .prediction_mimic_loss import PREDICTION_LOSSES
 
@@ -22,7 +22,6 @@ LOSSES = {'smooth_l1': F.smooth_l1_loss, 'mse': F.mse_loss, 'l1': F.l1_loss}
 CHUNK_ELEMENTS = 2 ** 24
 PROJECTIONS = ('orthogonal', 'linear', 'none')
 NORM_SIDES = ('both', 'teacher', 'student')
-ALIGNS = ('student_to_teacher', 'teacher_to_student', 'none')
 
 
 @MODELS.register_module()
@@ -188,19 +187,7 @@ class VkDLoss(nn.Module):
 
     def aligned(self, student: torch.Tensor, teacher: torch.Tensor):
         """Both maps at one spatial size, as ``align`` says."""
-        if student.dim() != 4 or student.shape[-2:] == teacher.shape[-2:]:
-            return student, teacher
-        if self.align == 'student_to_teacher':
-            student = F.interpolate(student, size=teacher.shape[-2:], mode='bilinear',
-                                    align_corners=False)
-        elif self.align == 'teacher_to_student':
-            teacher = F.interpolate(teacher, size=student.shape[-2:], mode='bilinear',
-                                    align_corners=False)
-        else:
-            raise ConfigError(f"VkDLoss: student feature {tuple(student.shape)} and "
-                              f"teacher feature {tuple(teacher.shape)} differ in size "
-                              f"and align='none'")
-        return student, teacher
+        return align_maps(student, teacher, self.align, 'VkDLoss')
 
     def aligned_teacher(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         """The teacher's side of :meth:`aligned` alone (the student's is not needed,
