@@ -5,7 +5,7 @@
 #   make bench  - add the benchmark packages and run the face-mask benchmarks
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PYTEST_ARGS ?= -ra --durations=15
+PYTEST_ARGS ?= -n 2 --dist loadfile -ra --durations=15
 
 .PHONY: setup test demo bench-setup bench
 setup:

@@ -32,6 +32,14 @@ def readme_conversion_snippet() -> str:
     return re.search(r'```python\n(.*?)```', section, re.S).group(1)
 
 
+
+def visualizer_name() -> str:
+    """A name no other run of this process has: mmdet's visualizer is a process-wide
+    instance by name, and a second run under the same name logs into the first one's
+    folder."""
+    return f'visualizer-{next(_RUN_IDS)}'
+
+
 def coco128_options(size=256, batch=2, images=4, val_images=4, teacher_check=False):
     """--cfg-options that point a stock COCO config at coco128, small and fast. The
     teacher's val pass before training (``model.check_teacher``) stays off unless
@@ -65,7 +73,7 @@ def coco128_options(size=256, batch=2, images=4, val_images=4, teacher_check=Fal
         'randomness.seed': 0,
         # mmdet names its visualizer 'visualizer', a process-wide instance: a second
         # Runner in the same process would log into the first one's folder.
-        'visualizer.name': f'visualizer-{next(_RUN_IDS)}',
+        'visualizer.name': visualizer_name(),
     }
     if not teacher_check:
         opts['model.check_teacher'] = False

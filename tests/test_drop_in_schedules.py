@@ -10,7 +10,6 @@ runs the exported student.
 - an `*amp*` config (AmpOptimWrapper, RepeatDataset, large-scale jitter) on a CPU;
 - Mask R-CNN: boxes and masks evaluated.
 """
-import itertools
 import subprocess
 import sys
 
@@ -18,10 +17,9 @@ import pytest
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from helpers import ROOT, cfg_options_argv, data_root, load_tool, read_scalars
+from helpers import ROOT, cfg_options_argv, data_root, load_tool, read_scalars, visualizer_name
 from test_drop_in import readme_config
 
-_RUN_IDS = itertools.count()
 SIZE = 128  # pixels: every image scale, crop and pad of the pipelines
 EPOCHS = 3
 
@@ -104,7 +102,7 @@ def tiny_schedule(cfg, epochs: int = EPOCHS) -> None:
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=epochs)
     cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
     # (mmdet's visualizer is a process-wide instance by name: one per run)
-    cfg.visualizer.name = f'visualizer-{next(_RUN_IDS)}'
+    cfg.visualizer.name = visualizer_name()
     cfg.model.update(teacher_ckpt=None, probe_size=(SIZE, SIZE))
     cfg.model.student.backbone.init_cfg = None
     # an untrained student's scores are all low, and CocoMetric returns nothing
