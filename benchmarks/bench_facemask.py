@@ -1071,10 +1071,12 @@ def run_all(spec, methods, seeds, ablation_seeds, cache: Path, out: Path, jobs: 
     students without distillation train beside the teacher, the others after it.
     ``spec(method, seed, teacher=...)`` describes one run. With ``teacher_ckpt`` the
     teacher is that file, not trained. ``pseudo_labels(teacher)``: the path of the
-    teacher's pseudo-label file, for the methods that train on it."""
+    teacher's pseudo-label file, for the methods that train on it. Runs without
+    distillation only (``--methods none``) need no teacher: none is trained."""
     from concurrent.futures import ThreadPoolExecutor
     order = job_order(methods, seeds, ablation_seeds)
     plain = [(m, s) for m, s in order if METHODS[m]['kind'] == 'plain']
+    needs_teacher = not order or len(plain) < len(order)  # (no order: the teacher command)
     pool = ThreadPoolExecutor(max_workers=jobs)
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     ensure_ = functools.partial(ensure, cache=cache, out=out, threads=threads)
@@ -1082,9 +1084,11 @@ def run_all(spec, methods, seeds, ablation_seeds, cache: Path, out: Path, jobs: 
         if teacher_ckpt:
             log(f'teacher: {teacher_ckpt} (not trained here)')
             teacher_run = None
-        else:
+        elif needs_teacher:
             teacher_run = pool.submit(ensure_, spec('teacher', 0))
         runs = [pool.submit(ensure_, spec(m, s)) for m, s in plain]
+        if not needs_teacher:
+            return [run.result() for run in runs]
         teacher = (dict(checkpoint=str(Path(teacher_ckpt).resolve())) if teacher_run is None
                    else teacher_run.result())
         if teacher.get('failed') or teacher.get('interrupted'):
