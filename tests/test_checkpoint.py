@@ -31,9 +31,16 @@ def test_untrusted_globals_are_refused_and_named(tmp_path):
     path = tmp_path / 'with_args.pth'
     torch.save({'state_dict': {'w': torch.zeros(1)}, 'args': argparse.Namespace(lr=0.1)}, path)
     with pytest.raises(CheckpointError,
-                       match=r"\['argparse.Namespace'\].*trust_teacher_ckpt=True"):
+                       match=r"\['argparse.Namespace'\].*load it with trust=True"):
         safe_load(str(path))
     assert safe_load(str(path), trust=True)['args'].lr == 0.1
+    # a teacher's file: the message names the model config's option
+    from mmdet.registry import MODELS
+    from vkd_mmdet.models.teacher_model import load_teacher_weights
+    with pytest.raises(CheckpointError, match=r"\['argparse.Namespace'\].*set "
+                                              r"trust_teacher_ckpt=True in the model config"):
+        load_teacher_weights(MODELS.build(dict(type='mmdet.RPNHead', in_channels=1,
+                                               feat_channels=1)), str(path))
 
 
 def test_getattr_is_allowed_only_for_history_buffer_statistics(tmp_path):

@@ -49,9 +49,8 @@ def check(cfg: Config, teacher=None, teacher_ckpt=None, student_map=None,
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
     from mmdet.registry import MODELS
-    from vkd_mmdet.checkpoint import load_teacher_checkpoint
     from vkd_mmdet.export import builds_distiller
-    from vkd_mmdet.models.teacher_model import build_teacher_config
+    from vkd_mmdet.models.teacher_model import build_teacher_config, load_teacher_weights
     from vkd_mmdet.teacher_check import run_teacher_check, teacher_view
     init_default_scope('mmdet')
     model_cfg = dict(cfg.get('model') or {})
@@ -75,8 +74,8 @@ def check(cfg: Config, teacher=None, teacher_ckpt=None, student_map=None,
         print('check_teacher.py: no teacher checkpoint given; the teacher is randomly '
               'initialised')
     else:
-        meta = load_teacher_checkpoint(teacher_model, teacher_ckpt,
-                                       trust=bool(model_cfg.get('trust_teacher_ckpt')))
+        meta = load_teacher_weights(teacher_model, teacher_ckpt,
+                                    trust=bool(model_cfg.get('trust_teacher_ckpt')))
     loader_cfg, input_scale, note = teacher_view(cfg.val_dataloader, *scales)
     dataloader = Runner.build_dataloader(loader_cfg or cfg.val_dataloader)
     evaluator = Evaluator(cfg.val_evaluator)

@@ -151,11 +151,12 @@ def safe_load(path: str, trust: bool = False, map_location='cpu'):
                 f'stream: {reason})') from exc
         names = names or [line.strip() for line in str(exc).splitlines()
                           if 'refusing' in line or 'Unsupported' in line][:1] or [str(exc)]
-        raise CheckpointError(
+        error = CheckpointError(
             f'checkpoint {path} needs types outside the safe allow-list to load: '
             f'{names}. Loading it could run arbitrary code. If you made this file '
-            f'yourself and trust it, pass trust_teacher_ckpt=True (model config) to '
-            f'unpickle it fully.') from exc
+            f'yourself and trust it, load it with trust=True to unpickle it fully.')
+        error.needs_trust = True  # (the caller names its own option for it)
+        raise error from exc
 
 
 def _unpickler_error(exc: BaseException) -> str:

@@ -14,7 +14,7 @@ from mmengine.logging import MMLogger
 from mmdet.registry import MODELS
 
 from ..checkpoint import load_teacher_checkpoint
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 
 
 def build_teacher_config(teacher: Union[str, dict]) -> dict:
@@ -60,7 +60,7 @@ def build_frozen_teacher(teacher: Union[str, dict], student_cfg: dict, ckpt=None
     _warn_on_preprocessing_mismatch(student_cfg, cfg)
     meta = {}
     if ckpt is not None:
-        meta = load_teacher_checkpoint(model, ckpt, trust=trust) or {}
+        meta = load_teacher_weights(model, ckpt, trust)
     else:
         MMLogger.get_current_instance().warning(
             'VkDDistiller: no teacher_ckpt given; the teacher is randomly '
@@ -68,6 +68,18 @@ def build_frozen_teacher(teacher: Union[str, dict], student_cfg: dict, ckpt=None
     model.requires_grad_(False)
     model.eval()
     return model, meta
+
+
+def load_teacher_weights(model: nn.Module, ckpt: str, trust: bool = False) -> dict:
+    """:func:`~vkd_mmdet.checkpoint.load_teacher_checkpoint`, its refusal of an
+    untrusted file naming the model config's option for it."""
+    try:
+        return load_teacher_checkpoint(model, ckpt, trust=trust) or {}
+    except CheckpointError as exc:
+        if not getattr(exc, 'needs_trust', False):
+            raise
+        raise CheckpointError(str(exc).replace(
+            'load it with trust=True', 'set trust_teacher_ckpt=True in the model config')) from exc
 
 
 def _warn_on_preprocessing_mismatch(student: dict, teacher: dict):
