@@ -140,6 +140,12 @@ PROTOCOLS['cpu-fewlabels'] = dict(
     shared_teacher='teacher_lite2_fpn128_640px_fewlabels.pth',
     shared_teacher_sha256='dc0094d6b59756cbdcda9df7354e16002b92fc2eee72cc65e35e65ce2c83f7c2',
     methods=('none', 'vkd', 'vkd_lu', 'pm_lu', 'vkd_pm_lu', 'pseudo_labels', 'vkd_weight1_lu'))
+# The same protocol on a GPU (benchmarks/gpu_session.sh fewlabels): split, schedules,
+# students and iterations unchanged, its own teacher trained there (minutes), runs in
+# parallel; results named gpu-fewlabels_*, paired among themselves only.
+PROTOCOLS['gpu-fewlabels'] = dict(
+    PROTOCOLS['cpu-fewlabels'], device='cuda', jobs=6, num_workers=2, teacher_num_workers=6,
+    shared_teacher=None, shared_teacher_sha256=None, teacher_feature_cache=False)
 # Its code path at toy size (tests/test_bench_fewlabels.py): 8 labelled and 8 unlabelled
 # images at 128 px (the teacher at 256), 4 iterations, 2 validations.
 PROTOCOLS['fewlabels-toy'] = dict(
@@ -997,10 +1003,12 @@ def write_pseudo_labels(teacher: dict, data_root: Path, splits: dict, protocol: 
         checkpoint=teacher['checkpoint'], unlabelled_ann=splits['unlabelled_ann'],
         img_dir=str(data_root / splits['train_img_dir']), scale=protocol['teacher_scale'],
         score_thr=score, lite_weights=lite_weights, out=str(path),
-        images=protocol.get('unlabelled_images'))))
+        images=protocol.get('unlabelled_images'), device=protocol.get('device', 'cpu'))))
     log(f"pseudo-labels: the teacher's detections on U, score >= {score}")
-    proc = subprocess.run([sys.executable, __file__, 'pseudo', str(job)], cwd=ROOT,
-                          env=dict(os.environ, CUDA_VISIBLE_DEVICES=''))
+    env = dict(os.environ)
+    if protocol.get('device', 'cpu') == 'cpu':
+        env['CUDA_VISIBLE_DEVICES'] = ''
+    proc = subprocess.run([sys.executable, __file__, 'pseudo', str(job)], cwd=ROOT, env=env)
     if proc.returncode != 0:
         raise SystemExit(f'bench_facemask: making the pseudo-labels failed (exit '
                          f'{proc.returncode}; the lines above say why)')
@@ -1025,7 +1033,7 @@ def pseudo_label_child(job_path: str) -> None:
     cfg.model.test_cfg.score_thr = min(cfg.model.test_cfg.score_thr, job['score_thr'])
     set_lite_weights(cfg.model, job['lite_weights'])
     cfg.test_dataloader.dataset.pipeline[1].scale = tuple(job['scale'])  # (its Resize)
-    model = init_detector(cfg, job['checkpoint'], device='cpu')
+    model = init_detector(cfg, job['checkpoint'], device=job.get('device', 'cpu'))
     annotations = []
     for img in coco['images']:
         found = inference_detector(model, str(Path(job['img_dir']) / img['file_name']))

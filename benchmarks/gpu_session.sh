@@ -14,6 +14,9 @@
 #   cost-whole      the RetinaNet config with chunk_elements=None (what comparing big maps
 #                   in blocks buys: memory, and at what time)
 #   facemask        bench_facemask.py --protocol gpu: teacher and six methods, seeds 0 1
+#   fewlabels       bench_facemask.py --protocol gpu-fewlabels: the teacher on the labelled
+#                   quarter, then none, VkD and prediction mimicking on labelled + unlabelled
+#                   images and pseudo-labels, seeds 0 1 2 (whole comparisons seed by seed)
 # Each phase stops at the deadline (DEADLINE_S after the start, default 560 s, less
 # RESERVE_S for the last copies), keeping what it finished: bench_gpu_cost.py writes
 # after every config, bench_facemask.py keeps finished runs. What a phase made is kept
@@ -21,7 +24,8 @@
 # (--append; the face-mask cache). Into $OUT (what comes back, at most 8 files):
 #   session.log, gpu_cost.tar.gz (gpu_cost{,_profiles}.{json,md,txt} and gpu_cost_<tap
 #   options>.{json,md} for the variants; the .md files also beside it),
-#   facemask_gpu.tar.gz (results, report, plots and every run's log and scalars).
+#   facemask_gpu.tar.gz (results, report, plots and every run's log and scalars),
+#   fewlabels_gpu.tar.gz (the same for the few-labels protocol).
 # Commit them under benchmarks/results/ with the machine they name.
 #   bash benchmarks/gpu_session.sh --cpu-check PHASE ...   (on a CPU: the same at toy size)
 set -uo pipefail
@@ -38,11 +42,12 @@ exec > >(tee -a "$OUT/session.log") 2>&1
 if [ "${1:-}" = "--cpu-check" ]; then
   shift
   PY=${PY:-.venv/bin/python}; cost_opts=(--tiny); check_opts=(--device cpu); protocol=gpu-toy
-  methods=(none vkd mmrazor_pkd); seeds=(0)
+  methods=(none vkd mmrazor_pkd); seeds=(0); fewlabels_protocol=fewlabels-toy; fewlabels_seeds=(0)
 else
   source .devkit/install.sh || exit $?
   PY=python3; cost_opts=(); check_opts=(); protocol=gpu
   methods=(none vkd pkd fitnet mmrazor_pkd mmrazor_cwd); seeds=(0 1)
+  fewlabels_protocol=gpu-fewlabels; fewlabels_seeds=(0 1 2)
 fi
 
 remaining() { echo $(( DEADLINE_S - RESERVE_S - ($(date +%s) - start) )); }
@@ -91,25 +96,28 @@ checks() {  # the plugin's tensor code on CUDA, new paths against plain ones (se
   return $rc
 }
 
-facemask() {
-  local data=.devdata/facemask jobs=() rc=0
+# bench_phase NAME PROTOCOL OPTIONS...: bench_facemask.py on PROTOCOL, cached in
+# $KEEP/NAME_cache (a second call continues it), results and report in $KEEP/NAME, with
+# every run's log and scalars, finished or not (how far the others got, and how fast);
+# all of it as $OUT/NAME_gpu.tar.gz. Returns the benchmark's exit status (124: stopped
+# at the deadline).
+bench_phase() {
+  local name=$1 proto=$2 data=.devdata/facemask jobs=() rc=0
+  shift 2
   [ -d "$data" ] || data=${VKD_FACEMASK:-../shared/data/facemask}
-  local bench=(benchmarks/bench_facemask.py --protocol "$protocol" --data-root "$data"
-               --cache "$KEEP/facemask_cache" --out "$KEEP/facemask/results")
-  [ "$protocol" = gpu-toy ] || bench+=(--lite-weights .devkit/lite_weights)
-  if [ "$protocol" = gpu ]; then
-    start_mps || jobs=(--jobs 2)
-  fi
-  # FACEMASK_METHODS / FACEMASK_SEEDS: a second call that completes chosen runs
-  timed 600 "$PY" "${bench[@]}" "${jobs[@]}" --methods ${FACEMASK_METHODS:-${methods[@]}} \
-    --seeds ${FACEMASK_SEEDS:-${seeds[@]}} || rc=$?
-  [ -z "$MPS_CTL" ] || echo quit | "$MPS_CTL"
+  local bench=(benchmarks/bench_facemask.py --protocol "$proto" --data-root "$data"
+               --cache "$KEEP/${name}_cache" --out "$KEEP/$name/results")
+  case $proto in
+    *toy) ;;
+    *) bench+=(--lite-weights .devkit/lite_weights); start_mps || jobs=(--jobs 2) ;;
+  esac
+  timed 600 "$PY" "${bench[@]}" "${jobs[@]}" "$@" || rc=$?
+  [ -z "$MPS_CTL" ] || { echo quit | "$MPS_CTL"; MPS_CTL=; }
   "$PY" "${bench[@]}" report > /dev/null
-  # every run's log and scalars, finished or not: how far the others got, and how fast
-  (cd "$KEEP/facemask_cache" 2>/dev/null && find . \( -name run.log -o -name scalars.json \) \
-     -exec cp --parents {} "$KEEP/facemask/" \;)
-  tar czf "$OUT/facemask_gpu.tar.gz" -C "$KEEP" facemask
-  return $rc  # the benchmark's own exit status (124: stopped at the deadline)
+  (cd "$KEEP/${name}_cache" 2>/dev/null && find . \( -name run.log -o -name scalars.json \) \
+     -exec cp --parents {} "$KEEP/$name/" \;)
+  tar czf "$OUT/${name}_gpu.tar.gz" -C "$KEEP" "$name"
+  return $rc
 }
 
 for phase in "$@"; do
@@ -119,8 +127,14 @@ for phase in "$@"; do
     cost-rest) cost 400 --configs vkd_faster-rcnn_r50 vkd_fcos_r50 vkd_gfl_r50 --profile ;;
     cost-recompute) cost 150 --configs vkd_retinanet_r50 --tap-options recompute=False ;;
     cost-whole) cost 150 --configs vkd_retinanet_r50 --tap-options chunk_elements=None ;;
-    facemask) facemask ;;
-    *) echo "gpu_session: unknown phase '$phase' (checks, cost-retinanet, cost-rest, cost-recompute, cost-whole, facemask)"
+    # FACEMASK_METHODS / FACEMASK_SEEDS: a second call that completes chosen runs
+    facemask) bench_phase facemask "$protocol" --methods ${FACEMASK_METHODS:-${methods[@]}} \
+                --seeds ${FACEMASK_SEEDS:-${seeds[@]}} ;;
+    # (the methods on unlabelled images are the protocol's ablations: --ablation-seeds)
+    fewlabels) bench_phase fewlabels "$fewlabels_protocol" --methods none vkd_lu pm_lu \
+                 pseudo_labels --seeds "${fewlabels_seeds[@]}" \
+                 --ablation-seeds "${fewlabels_seeds[@]}" ;;
+    *) echo "gpu_session: unknown phase '$phase' (checks, cost-retinanet, cost-rest, cost-recompute, cost-whole, facemask, fewlabels)"
        exit 2 ;;
   esac
   echo "gpu_session: phase $phase exit $?, $(( $(date +%s) - start )) s since the start"
