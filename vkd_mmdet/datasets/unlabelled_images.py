@@ -31,7 +31,8 @@ class UnlabelledImages(CocoDataset):
 
     Args:
         ann_file: a COCO json listing the images (``images`` with ``file_name``,
-            ``id``, ``width``, ``height``; its ``annotations``, if any, are not read),
+            ``width``, ``height``; their ``id`` is not read, samples are numbered by
+            position; its ``annotations``, if any, are not read),
             or ``''`` (default) for every image file in ``data_prefix['img']``
             (``.jpg``, ``.jpeg``, ``.png``, ``.bmp``, ``.webp``, ``.tif``; sorted by
             name; sizes read from the file headers).
