@@ -992,6 +992,7 @@ def write_pseudo_labels(teacher: dict, data_root: Path, splits: dict, protocol: 
     PSEUDO_LABEL_SCORE, as a COCO json (made once per teacher, in a child process)."""
     images = protocol.get('unlabelled_images')
     score = protocol.get('pseudo_label_score', PSEUDO_LABEL_SCORE)
+    device = protocol.get('device', 'cpu')
     path = cache / 'pseudo_labels' / (f"{teacher['sha256'][:16]}_score{score}"
                                       f"{f'_first{images}' if images else ''}.json")
     if path.is_file():
@@ -1003,11 +1004,9 @@ def write_pseudo_labels(teacher: dict, data_root: Path, splits: dict, protocol: 
         checkpoint=teacher['checkpoint'], unlabelled_ann=splits['unlabelled_ann'],
         img_dir=str(data_root / splits['train_img_dir']), scale=protocol['teacher_scale'],
         score_thr=score, lite_weights=lite_weights, out=str(path),
-        images=protocol.get('unlabelled_images'), device=protocol.get('device', 'cpu'))))
+        images=images, device=device)))
     log(f"pseudo-labels: the teacher's detections on U, score >= {score}")
-    env = dict(os.environ)
-    if protocol.get('device', 'cpu') == 'cpu':
-        env['CUDA_VISIBLE_DEVICES'] = ''
+    env = dict(os.environ, **({'CUDA_VISIBLE_DEVICES': ''} if device == 'cpu' else {}))
     proc = subprocess.run([sys.executable, __file__, 'pseudo', str(job)], cwd=ROOT, env=env)
     if proc.returncode != 0:
         raise SystemExit(f'bench_facemask: making the pseudo-labels failed (exit '

@@ -116,10 +116,12 @@ def check_checkpoint_file(path: str) -> None:
         f'{what}. Check the path, or download or save it again.')
 
 
-def safe_load(path: str, trust: bool = False, map_location='cpu'):
+def safe_load(path: str, trust: bool = False, map_location='cpu',
+              how_to_trust: str = 'load it with trust=True'):
     """``torch.load`` with only tensors, plain types and mmengine's own types.
 
     With ``trust=True`` the file is fully unpickled (it can run arbitrary code).
+    ``how_to_trust``: how the caller's user asks for that, for the refusal's message.
     Files that are not checkpoints at all (empty, truncated, another format)
     raise :class:`CheckpointError` with the path, before unpickling.
     """
@@ -151,12 +153,10 @@ def safe_load(path: str, trust: bool = False, map_location='cpu'):
                 f'stream: {reason})') from exc
         names = names or [line.strip() for line in str(exc).splitlines()
                           if 'refusing' in line or 'Unsupported' in line][:1] or [str(exc)]
-        error = CheckpointError(
+        raise CheckpointError(
             f'checkpoint {path} needs types outside the safe allow-list to load: '
             f'{names}. Loading it could run arbitrary code. If you made this file '
-            f'yourself and trust it, load it with trust=True to unpickle it fully.')
-        error.needs_trust = True  # (the caller names its own option for it)
-        raise error from exc
+            f'yourself and trust it, {how_to_trust} to unpickle it fully.') from exc
 
 
 def _unpickler_error(exc: BaseException) -> str:
@@ -222,13 +222,14 @@ def extract_state_dict(ckpt) -> 'OrderedDict[str, torch.Tensor]':
     return state
 
 
-def load_teacher_checkpoint(model: nn.Module, url_or_path: str, trust: bool = False) -> Dict:
+def load_teacher_checkpoint(model: nn.Module, url_or_path: str, trust: bool = False,
+                            how_to_trust: str = 'load it with trust=True') -> Dict:
     """Load a teacher's weights strictly; fail with counts and examples on mismatch,
     and with the tensors' names when any holds NaN or Inf. Returns the checkpoint's
     ``meta`` (``{}`` if it has none): mmengine keeps the training set's classes in
     ``meta['dataset_meta']``."""
     path = fetch(url_or_path)
-    ckpt = safe_load(path, trust=trust)
+    ckpt = safe_load(path, trust=trust, how_to_trust=how_to_trust)
     state = extract_state_dict(ckpt)
     check_state_dict_fits(model.state_dict(), state,
                           f'teacher checkpoint {url_or_path} does not match the teacher config',

@@ -45,7 +45,7 @@ def student_config(cfg: Config) -> Config:
     model = cfg.get('model', {})
     if not builds_distiller(model) or 'student' not in model:
         raise ConfigError("student_config: the config's model is not a VkDDistiller "
-                         "with a `student`")
+                          "with a `student`")
     plain = copy.deepcopy(cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg))
     plain['model'] = plain['model']['student']
     for key in _TRAINING_ONLY_KEYS:

@@ -66,8 +66,8 @@ class UnlabelledImages(CocoDataset):
                     for img in coco['images']]
         except (KeyError, TypeError) as exc:
             raise ConfigError(f'UnlabelledImages: {self.ann_file} is not a COCO image list: '
-                             f"each entry of 'images' needs file_name, width and height "
-                             f'({type(exc).__name__}: {exc})') from None
+                              f"each entry of 'images' needs file_name, width and height "
+                              f'({type(exc).__name__}: {exc})') from None
 
     def _images_from_folder(self) -> List[tuple]:
         folder = self.data_prefix.get('img', '')

@@ -38,9 +38,10 @@ class DistillWeightScheduleHook(Hook):
                  stop_epoch: Optional[int] = None):
         if decay not in (None, 'linear', 'cosine'):
             raise ConfigError(f"DistillWeightScheduleHook: decay must be None, 'linear' "
-                             f"or 'cosine', got {decay!r}")
+                              f"or 'cosine', got {decay!r}")
         if warmup_iters < 0:
-            raise ConfigError(f'DistillWeightScheduleHook: warmup_iters must be >= 0, got {warmup_iters}')
+            raise ConfigError(f'DistillWeightScheduleHook: warmup_iters must be >= 0, '
+                              f'got {warmup_iters}')
         self.warmup_iters = warmup_iters
         self.decay = decay
         self.min_ratio = min_ratio
@@ -70,7 +71,7 @@ class DistillWeightScheduleHook(Hook):
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         if not hasattr(model, 'distill_weight'):
             raise ConfigError(f'DistillWeightScheduleHook needs a VkDDistiller model, '
-                            f'got {type(model).__name__}')
+                              f'got {type(model).__name__}')
         weight = self.weight_at(runner.iter, runner.epoch, runner.max_iters)
         model.distill_weight = weight
         runner.message_hub.update_scalar('train/vkd_weight', weight)

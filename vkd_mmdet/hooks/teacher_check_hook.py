@@ -58,7 +58,7 @@ class TeacherCheckHook(Hook):
         unknown = sorted(set(options) - set(self.options))
         if unknown:
             raise ConfigError(f'VkDDistiller: check_teacher has unknown option(s) {unknown}; '
-                             f'it takes {sorted(self.options)}')
+                              f'it takes {sorted(self.options)}')
         try:  # before the val pass, not after it
             check_student_map(options['student_map'])
         except ValueError as exc:

@@ -67,9 +67,9 @@ def standardize_per_image(x: torch.Tensor, channel_dim: int = 1,
     cdim = channel_dim % x.dim()
     if x.dim() < 3 or cdim == 0:
         raise ConfigError(f"norm='standardize_image' standardises each image's positions; "
-                         f"features of shape {tuple(x.shape)} with channels in dim "
-                         f"{channel_dim} have no positions per image (give (N, C, H, W) maps "
-                         f"or (N, L, C) tokens)")
+                          f"features of shape {tuple(x.shape)} with channels in dim "
+                          f"{channel_dim} have no positions per image (give (N, C, H, W) maps "
+                          f"or (N, L, C) tokens)")
     if cdim == 1 and x[0, 0].numel() > 1:
         # instance norm is this very formula as one fused kernel (it refuses maps of
         # one position, e.g. P7 of a small image, where the formula gives zeros)

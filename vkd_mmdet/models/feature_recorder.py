@@ -37,7 +37,7 @@ def output_modules(path: str, module: nn.Module) -> List[str]:
     children = list(module.named_children())
     if not children:
         raise TapError(f"VkD tap: '{path}' is an empty ModuleList; there is no output "
-                         f"to record")
+                       f"to record")
     if all(isinstance(child, nn.ModuleList) for _, child in children):
         return [name for child_name, child in children
                 for name in output_modules(f'{path}.{child_name}', child)]

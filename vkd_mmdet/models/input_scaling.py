@@ -34,10 +34,10 @@ def check_input_scale(value, name: str) -> float:
         scale = float(value)
     except (TypeError, ValueError):
         raise ConfigError(f'{name}={value!r} is not a number; give the factor '
-                         f'the batch is resized by for that model, e.g. 2.0 or 0.5') from None
+                          f'the batch is resized by for that model, e.g. 2.0 or 0.5') from None
     if isinstance(value, bool) or not math.isfinite(scale) or scale <= 0:
         raise ConfigError(f'{name}={value!r}; it must be a finite number > 0 '
-                         f'(1.0: the batch as loaded)')
+                          f'(1.0: the batch as loaded)')
     return scale
 
 
@@ -71,9 +71,9 @@ def rescale_samples(samples: Optional[List], old_size: Sequence[int],
         bad = [f for f in _UNSUPPORTED_FIELDS if f in sample]
         if bad:
             raise ConfigError(f'VkDDistiller: data sample {i} carries {bad}, maps in the '
-                             f"input's pixel grid that a resized batch would have to resize "
-                             f'too; input scales other than 1.0 support boxes and instance '
-                             f'masks only')
+                              f"input's pixel grid that a resized batch would have to resize "
+                              f'too; input scales other than 1.0 support boxes and instance '
+                              f'masks only')
         sample = sample.clone()  # (shallow: the fields below are replaced, not changed)
         meta = {}
         for key in ('img_shape', 'pad_shape'):

@@ -104,8 +104,8 @@ def pair_levels(name: str, student_feats: List[torch.Tensor], teacher_feats: Lis
     if student_levels is not None and teacher_levels is not None:
         if len(s_idx) != len(t_idx):
             raise TapError(f"VkD tap '{name}': student_levels {s_idx} and teacher_levels "
-                             f"{t_idx} differ in length; give one teacher level per "
-                             f"student level")
+                           f"{t_idx} differ in length; give one teacher level per "
+                           f"student level")
         return result(s_idx, t_idx, 'given')
     ss, ts = [s_strides[i] for i in s_idx], [t_strides[i] for i in t_idx]
     if ss == ts:

@@ -108,7 +108,7 @@ class NonFiniteGuard:
     def __init__(self, max_consecutive: int = 10):
         if int(max_consecutive) < 1:
             raise ConfigError(f'VkDDistiller: max_nonfinite_steps={max_consecutive}; it '
-                             f'must be >= 1 (1 stops at the first non-finite step)')
+                              f'must be >= 1 (1 stops at the first non-finite step)')
         self.max_consecutive = int(max_consecutive)
         self.consecutive = 0
         self.skipped = 0
@@ -127,8 +127,8 @@ class NonFiniteGuard:
         """Under loss scaling: a term to add to the loss, zero when every loss is
         finite and NaN (through one parameter) when not; the buffers are restored
         on a non-finite step. Without: ``None`` when every loss is finite; raises
-        ``NonFiniteError`` (a ``FloatingPointError``) when not (and when a scaled streak is too long, at
-        the next step). ``teacher``: the teacher's tapped features by name, so that
+        ``NonFiniteError`` (a ``FloatingPointError``) when not (and when a scaled
+        streak is too long, at the next step). ``teacher``: the teacher's tapped features by name, so that
         a non-finite teacher is named as the cause rather than the distillation term."""
         student_vals, distill_vals = _loss_values(student), _loss_values(distill)
         teacher_vals = {k: list(v) for k, v in (teacher or {}).items()}

@@ -88,7 +88,7 @@ class OrthogonalProjector(nn.Module):
         super().__init__()
         if in_channels <= 0 or out_channels <= 0:
             raise ConfigError(f'OrthogonalProjector needs positive channel counts, '
-                             f'got in_channels={in_channels}, out_channels={out_channels}')
+                              f'got in_channels={in_channels}, out_channels={out_channels}')
         if in_channels > out_channels:
             warnings.warn(
                 f'OrthogonalProjector {in_channels}->{out_channels}: the student is '
@@ -108,8 +108,8 @@ class OrthogonalProjector(nn.Module):
             torch_orthogonal(self.linear, 'weight', orthogonal_map=orthogonal_map)
         else:
             raise ConfigError(f"OrthogonalProjector: unknown orthogonal_map "
-                             f"'{orthogonal_map}'; choose 'qr', 'matrix_exp', "
-                             f"'cayley' or 'householder'")
+                              f"'{orthogonal_map}'; choose 'qr', 'matrix_exp', "
+                              f"'cayley' or 'householder'")
 
         if affine:
             self.scale = nn.Parameter(torch.ones(out_channels))
@@ -137,7 +137,7 @@ class OrthogonalProjector(nn.Module):
         cdim = self.channel_dim if self.channel_dim is not None else default_channel_dim(x)
         if x.shape[cdim] != self.in_channels:
             raise ConfigError(f'OrthogonalProjector expects {self.in_channels} channels '
-                             f'in dim {cdim}, got input of shape {tuple(x.shape)}')
+                              f'in dim {cdim}, got input of shape {tuple(x.shape)}')
         with torch.autocast(x.device.type, enabled=False):
             w = (self.weight if weight is None else weight).float()
             x = x.float()

@@ -127,8 +127,6 @@ class PredictionMimicLoss(torch.nn.Module):
         with torch.autocast(student.device.type, enabled=False):
             return sigmoid_kd_loss(student, teacher, self.kd_beta)
 
-    def describe(self) -> str:
+    def extra_repr(self) -> str:
         return (f'logits as they are, loss={self.loss_name} (beta {self.kd_beta:g}), '
                 f'weight={self.loss_weight}, recompute={self.recompute}')
-
-    extra_repr = describe

@@ -60,8 +60,8 @@ def _split(path: str, where: str):
     match = _TAP_RE.match(str(path).strip())
     if not match:
         raise ConfigError(f"VkD tap {where}: cannot parse '{path}'; write a dotted "
-                         f"module path with an optional level index, e.g. 'neck', "
-                         f"'backbone[3]' or 'backbone.layer4'")
+                          f"module path with an optional level index, e.g. 'neck', "
+                          f"'backbone[3]' or 'backbone.layer4'")
     levels = [int(i) for i in match.group(2).split(',')] if match.group(2) else None
     return match.group(1), levels
 
@@ -72,12 +72,12 @@ def parse_taps(taps: Union[str, dict, Sequence], defaults: Optional[dict] = None
         taps = [taps]
     if taps is None or len(taps) == 0:
         raise ConfigError("VkDDistiller: taps is empty, so nothing would be distilled. "
-                         "Give at least one tap, e.g. taps=['neck'] (every FPN level); "
-                         "to train without distillation, use the student's own config.")
+                          "Give at least one tap, e.g. taps=['neck'] (every FPN level); "
+                          "to train without distillation, use the student's own config.")
     if defaults is not None and not isinstance(defaults, Mapping):
         raise ConfigError(f"VkDDistiller: tap_defaults={defaults!r} is a "
-                        f"{type(defaults).__name__}; give a dict of tap options, e.g. "
-                        f"tap_defaults=dict(norm='standardize', loss_weight=2.0)")
+                          f"{type(defaults).__name__}; give a dict of tap options, e.g. "
+                          f"tap_defaults=dict(norm='standardize', loss_weight=2.0)")
     base = dict(DEFAULT_TAP_LOSS, **(defaults or {}))
     base_reduction = _level_reduction(base.pop('level_reduction', DEFAULT_LEVEL_REDUCTION),
                                       'tap_defaults')
@@ -88,14 +88,15 @@ def parse_taps(taps: Union[str, dict, Sequence], defaults: Optional[dict] = None
         if isinstance(tap, str):
             tap = dict(module=tap)
         if not isinstance(tap, dict):
-            raise ConfigError(f'VkD tap {where}: expected a string or a dict, got {type(tap).__name__}')
+            raise ConfigError(f'VkD tap {where}: expected a string or a dict, '
+                              f'got {type(tap).__name__}')
         tap = dict(tap)
         module = tap.pop('module', None)
         student_path = tap.pop('student', module)
         teacher_path = tap.pop('teacher', module)
         if student_path is None or teacher_path is None:
             raise ConfigError(f"VkD tap {where}: give 'module' (same path in both "
-                             f"models) or both 'student' and 'teacher'")
+                              f"models) or both 'student' and 'teacher'")
         student, s_levels = _split(student_path, where)
         teacher, t_levels = _split(teacher_path, where)
         levels = tap.pop('levels', None)
@@ -117,7 +118,7 @@ def parse_taps(taps: Union[str, dict, Sequence], defaults: Optional[dict] = None
 def _level_reduction(value: str, where: str) -> str:
     if value not in LEVEL_REDUCTIONS:
         raise ConfigError(f"VkD {where}: level_reduction='{value}'; choose one of "
-                         f"{LEVEL_REDUCTIONS}")
+                          f"{LEVEL_REDUCTIONS}")
     return value
 
 
@@ -125,7 +126,7 @@ def _check_loss_keys(cfg: dict, where: str):
     unknown = sorted(set(cfg) - set(LOSS_KEYS))
     if unknown:
         raise ConfigError(f'VkD {where}: unknown option(s) {unknown}. Tap options: '
-                         f'{list(SPEC_KEYS)}; loss options: {list(LOSS_KEYS)}')
+                          f'{list(SPEC_KEYS)}; loss options: {list(LOSS_KEYS)}')
     if 'loss_weight' in cfg:
         check_loss_weight(cfg['loss_weight'], f'VkD {where}')
 
@@ -140,10 +141,10 @@ def feature_levels(output, path: str, role: str) -> List[torch.Tensor]:
         bad = [i for i, o in enumerate(output) if not isinstance(o, torch.Tensor)]
         if bad:
             raise TapError(f"VkD tap: the {role}'s module '{path}' runs {len(output)} "
-                            f"times per forward pass, and call {bad[0]} returns "
-                            f"{_describe(output[bad[0]])}, not a feature map. Tap a module "
-                            f"that returns one tensor per call, e.g. a head tower "
-                            f"('bbox_head.cls_convs') or one of its layers.")
+                           f"times per forward pass, and call {bad[0]} returns "
+                           f"{_describe(output[bad[0]])}, not a feature map. Tap a module "
+                           f"that returns one tensor per call, e.g. a head tower "
+                           f"('bbox_head.cls_convs') or one of its layers.")
         return list(output)
     if isinstance(output, torch.Tensor):
         return [output]
@@ -151,9 +152,9 @@ def feature_levels(output, path: str, role: str) -> List[torch.Tensor]:
             isinstance(o, torch.Tensor) for o in output):
         return list(output)
     raise TapError(f"VkD tap: the {role}'s module '{path}' returns "
-                    f"{_describe(output)}, not a feature map or a tuple of feature "
-                    f"maps. Tap a module that returns tensors, e.g. 'backbone', "
-                    f"'neck', or a layer inside them.")
+                   f"{_describe(output)}, not a feature map or a tuple of feature "
+                   f"maps. Tap a module that returns tensors, e.g. 'backbone', "
+                   f"'neck', or a layer inside them.")
 
 
 def select_levels(feats: List[torch.Tensor], levels: Optional[List[int]], path: str,
@@ -163,7 +164,7 @@ def select_levels(feats: List[torch.Tensor], levels: Optional[List[int]], path: 
     bad = [i for i in levels if i >= len(feats)]
     if bad:
         raise TapError(f"VkD tap: the {role}'s '{path}' has {len(feats)} output "
-                         f"level(s) (0..{len(feats) - 1}); levels {bad} do not exist")
+                       f"level(s) (0..{len(feats) - 1}); levels {bad} do not exist")
     return [feats[i] for i in levels]
 
 

@@ -14,7 +14,7 @@ from mmengine.logging import MMLogger
 from mmdet.registry import MODELS
 
 from ..checkpoint import load_teacher_checkpoint
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 
 
 def build_teacher_config(teacher: Union[str, dict]) -> dict:
@@ -28,7 +28,7 @@ def build_teacher_config(teacher: Union[str, dict]) -> dict:
         return copy.deepcopy(dict(teacher))
     if not isinstance(teacher, str):
         raise ConfigError(f'VkDDistiller: teacher must be a config dict, a config file '
-                        f'or an "mmdet::..." name, got {type(teacher).__name__}')
+                          f'or an "mmdet::..." name, got {type(teacher).__name__}')
     if '::' not in teacher and not osp.isfile(teacher):
         raise FileNotFoundError(f"VkDDistiller: teacher config file '{teacher}' "
                                 f"does not exist")
@@ -73,13 +73,9 @@ def build_frozen_teacher(teacher: Union[str, dict], student_cfg: dict, ckpt=None
 def load_teacher_weights(model: nn.Module, ckpt: str, trust: bool = False) -> dict:
     """:func:`~vkd_mmdet.checkpoint.load_teacher_checkpoint`, its refusal of an
     untrusted file naming the model config's option for it."""
-    try:
-        return load_teacher_checkpoint(model, ckpt, trust=trust) or {}
-    except CheckpointError as exc:
-        if not getattr(exc, 'needs_trust', False):
-            raise
-        raise CheckpointError(str(exc).replace(
-            'load it with trust=True', 'set trust_teacher_ckpt=True in the model config')) from exc
+    return load_teacher_checkpoint(
+        model, ckpt, trust=trust,
+        how_to_trust='set trust_teacher_ckpt=True in the model config') or {}
 
 
 def _warn_on_preprocessing_mismatch(student: dict, teacher: dict):

@@ -262,15 +262,13 @@ class VkDLoss(nn.Module):
                                 self.foreground_weight, self.background_weight,
                                 device=student.device)
 
-    def describe(self) -> str:
+    def extra_repr(self) -> str:
         fg = ('' if self.foreground_weight is None else
               f', foreground_weight={self.foreground_weight}, '
               f'background_weight={self.background_weight}')
         return (f'norm={self.norm} ({self.norm_side}), loss={self.loss_name}, '
                 f'loss_weight={self.loss_weight}, align={self.align}, recompute={self.recompute}, '
                 f'chunk_elements={self.chunk_elements}{fg}')
-
-    extra_repr = describe
 
 
 def _projector(projection: str, c_s: int, c_t: int, affine: bool, orthogonal_map: str):

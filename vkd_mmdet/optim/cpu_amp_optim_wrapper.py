@@ -58,10 +58,10 @@ class CPUAmpOptimWrapper(AmpOptimWrapper):
         OptimWrapper.__init__(self, *args, **kwargs)
         if dtype not in ('bfloat16', 'float16'):
             raise ConfigError(f"CPUAmpOptimWrapper: dtype='{dtype}'; choose 'bfloat16' "
-                             f"or 'float16'")
+                              f"or 'float16'")
         if bf16 not in BF16_CHOICES:
             raise ConfigError(f"CPUAmpOptimWrapper: bf16={bf16!r}; choose one of "
-                             f"{BF16_CHOICES}")
+                              f"{BF16_CHOICES}")
         # None: float32, no autocast
         self.cast_dtype = getattr(torch, dtype) if dtype == 'float16' else bf16_dtype(bf16)
         scaled = self.cast_dtype == torch.float16
@@ -75,7 +75,7 @@ class CPUAmpOptimWrapper(AmpOptimWrapper):
             self.loss_scaler = torch.amp.GradScaler('cpu', enabled=scaled, **loss_scale)
         else:
             raise ConfigError(f'CPUAmpOptimWrapper: loss_scale must be a float, a dict or '
-                            f'"dynamic", got {loss_scale!r}')
+                              f'"dynamic", got {loss_scale!r}')
 
     @contextmanager
     def optim_context(self, model):
